@@ -1,0 +1,288 @@
+"""The chunkserver daemon: store + RPC server + registration and heartbeats to the metaserver.
+
+``run_chunkserver(config)`` is the whole process (the CLI only loads the config and calls it).
+Order of start-up: open the store (scans the data dir), start the RPC server (``listen``, port 0
+allowed), then register with the metaserver and heartbeat every ``heartbeat_interval``.  The
+advertised address sent to the metaserver always carries the port actually bound.
+
+Metaserver protocol (docs/protocol.md): ``cs.register`` (retried with capped exponential backoff
+and jitter until it succeeds), then ``cs.heartbeat``; chunk ids in a heartbeat reply's ``delete``
+list are deleted; a heartbeat answered ``NotFound`` (the metaserver forgot us, e.g. after a
+restart) triggers a new registration.  Failed calls move on to the next configured metaserver.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import trio
+
+from dfs.chunkserver.service import ChunkService, ChunkServiceStatistics
+from dfs.chunkserver.store import ChunkStore
+from dfs.config import ChunkserverConfig, Config, parse_address
+from dfs.errors import (
+    ConfigError,
+    ConnectionLost,
+    DeadlineExceeded,
+    DfsError,
+    NotFound,
+    NotLeader,
+    Unavailable,
+)
+from dfs.rpc.client import RpcClientPool
+from dfs.rpc.dispatch import Dispatcher
+from dfs.rpc.params import Params
+from dfs.rpc.server import RpcServer
+from dfs.security.identity import Role
+from dfs.types import ChunkId, ChunkVersion
+
+logger = logging.getLogger(__name__)
+
+REGISTER_BACKOFF_INITIAL: Final = 0.1
+REGISTER_BACKOFF_MAX: Final = 5.0
+#: Errors after which the next metaserver address is tried.
+_FAILOVER_ERRORS = (Unavailable, ConnectionLost, DeadlineExceeded, NotLeader)
+
+
+def format_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def advertised_address(cfg: ChunkserverConfig, bound_port: int) -> str:
+    """``advertise`` (or ``listen``) with port 0 replaced by the port actually bound."""
+    host, port = parse_address(cfg.public_address)
+    if not cfg.advertise or port == 0:
+        port = bound_port
+    if host in ("0.0.0.0", "::", ""):
+        logger.warning(
+            "chunkserver %s advertises the wildcard address %s; set [chunkserver] advertise",
+            cfg.id,
+            host,
+        )
+    return format_address(host, port)
+
+
+class MetaserverLink:
+    """Calls to the metaserver that fail over between the configured addresses."""
+
+    def __init__(self, pool: RpcClientPool, addresses: Sequence[str]) -> None:
+        if not addresses:
+            raise ConfigError("no metaserver address configured")
+        self._pool = pool
+        self._addresses = list(addresses)
+        self._current = 0
+
+    @property
+    def current(self) -> str:
+        return self._addresses[self._current]
+
+    async def call(self, method: str, params: dict[str, Any], *, timeout: float) -> Any:  # noqa: ASYNC109
+        """Call ``method``, trying each address once; raises the last failure."""
+        last: DfsError | None = None
+        for _ in range(len(self._addresses)):
+            address = self.current
+            try:
+                return await self._pool.call(address, method, params, timeout=timeout)
+            except _FAILOVER_ERRORS as exc:
+                last = exc
+                self._fail_over(exc)
+                logger.debug("%s to %s failed: %s", method, address, exc)
+        assert last is not None
+        raise last
+
+    def _fail_over(self, exc: DfsError) -> None:
+        leader = exc.details.get("leader") if isinstance(exc, NotLeader) else None
+        if isinstance(leader, str) and leader in self._addresses:
+            self._current = self._addresses.index(leader)
+        else:
+            self._current = (self._current + 1) % len(self._addresses)
+
+
+@dataclass
+class ChunkserverStatistics:
+    service: ChunkServiceStatistics = field(default_factory=ChunkServiceStatistics)
+    registrations: int = 0
+    heartbeats: int = 0
+    heartbeat_failures: int = 0
+    #: Chunks deleted because a heartbeat reply listed them.
+    deleted_by_metaserver: int = 0
+
+
+class Chunkserver:
+    """One chunkserver process; ``run`` serves until cancelled."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        forward_timeout: float = 30.0,
+        hop_margin: float = 5.0,
+        meta_timeout: float | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        """``forward_timeout``: deadline of forwarding to the last replica of a chain; each hop
+        further up adds ``hop_margin`` (see ``dfs.chunkserver.service``).  ``meta_timeout``:
+        deadline of one call to one metaserver (default: 5 heartbeat intervals, at least 5 s)."""
+        if config.chunkserver is None:
+            raise ConfigError("the config file has no [chunkserver] table")
+        self._config = config
+        self._cfg = config.chunkserver
+        self._rng = rng or random.Random()
+        self._forward_timeout = forward_timeout
+        self._hop_margin = hop_margin
+        self._meta_timeout = meta_timeout or max(5.0, 5 * self._cfg.heartbeat_interval)
+        self._service: ChunkService | None = None
+        self._stats = ChunkserverStatistics()
+        #: The advertised address (set once the RPC server is bound).
+        self.address = ""
+        self.cluster_id: str | None = None
+        self.registered = trio.Event()
+
+    @property
+    def id(self) -> str:
+        return self._cfg.id
+
+    @property
+    def store(self) -> ChunkStore | None:
+        """The open store while running (tests and status pages)."""
+        return self._service.store if self._service is not None else None
+
+    def statistics(self) -> ChunkserverStatistics:
+        stats = ChunkserverStatistics(**vars(self._stats))
+        if self._service is not None:
+            stats.service = self._service.statistics()
+        return stats
+
+    async def run(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
+        cfg = self._cfg
+        tls = self._config.tls
+        store = await trio.to_thread.run_sync(ChunkStore, cfg.data_dir, cfg.capacity_bytes)
+        try:
+            async with (
+                RpcClientPool(tls, name=cfg.id, expect_roles={Role.CHUNKSERVER}) as peers,
+                RpcClientPool(tls, name=cfg.id, expect_roles={Role.METASERVER}) as metas,
+                trio.open_nursery() as nursery,
+            ):
+                link = MetaserverLink(metas, self._config.cluster.metaservers)
+
+                async def report_bad(chunk_id: ChunkId, version: ChunkVersion, reason: str) -> None:
+                    params = {
+                        "id": cfg.id,
+                        "chunk_id": chunk_id,
+                        "version": version,
+                        "reason": reason,
+                    }
+                    await link.call("cs.report_bad", params, timeout=self._meta_timeout)
+
+                service = ChunkService(
+                    store,
+                    node_id=cfg.id,
+                    address="",
+                    peers=peers,
+                    report_bad=report_bad,
+                    forward_timeout=self._forward_timeout,
+                    hop_margin=self._hop_margin,
+                )
+                self._service = service
+                dispatcher = Dispatcher()
+                service.register(dispatcher)
+                await nursery.start(service.run)
+                host, port = parse_address(cfg.listen)
+                rpc = RpcServer(dispatcher, tls, name=cfg.id)
+                bound: int = await nursery.start(rpc.serve, host, port)
+                self.address = advertised_address(cfg, bound)
+                service.set_address(self.address)
+                logger.info("chunkserver %s serving on %s", cfg.id, self.address)
+                nursery.start_soon(self._heartbeat_loop, link, service)
+                task_status.started(format_address(host, bound))
+        finally:
+            store.close()
+
+    # ---- metaserver ----
+    async def _heartbeat_loop(self, link: MetaserverLink, service: ChunkService) -> None:
+        interval = self._cfg.heartbeat_interval
+        timeout = self._meta_timeout
+        while True:
+            await self._register(link, service, timeout)
+            while True:
+                await trio.sleep(interval)
+                capacity, free = await service.disk(self._space, service.store)
+                params = {"id": self._cfg.id, "capacity": capacity, "free": free}
+                try:
+                    reply = await link.call("cs.heartbeat", params, timeout=timeout)
+                except NotFound:
+                    logger.warning(
+                        "metaserver %s does not know us; registering again", link.current
+                    )
+                    break
+                except DfsError as exc:
+                    self._stats.heartbeat_failures += 1
+                    logger.warning("heartbeat to %s failed: %s", link.current, exc)
+                    continue
+                self._stats.heartbeats += 1
+                await self._apply_deletes(service, reply)
+
+    async def _register(self, link: MetaserverLink, service: ChunkService, timeout: float) -> None:  # noqa: ASYNC109
+        """Register, retrying with capped exponential backoff and jitter until it succeeds."""
+        delay = REGISTER_BACKOFF_INITIAL
+        while True:
+            params = await service.disk(self._register_params, service.store)
+            try:
+                reply = await link.call("cs.register", params, timeout=timeout)
+            except DfsError as exc:
+                pause = delay * self._rng.uniform(0.5, 1.0)  # jitter: spread a herd of restarts
+                logger.warning(
+                    "registering with %s failed (%s); retrying in %.2fs", link.current, exc, pause
+                )
+                await trio.sleep(pause)
+                delay = min(delay * 2, REGISTER_BACKOFF_MAX)
+                continue
+            self._stats.registrations += 1
+            if isinstance(reply, dict) and isinstance(reply.get("cluster_id"), str):
+                self.cluster_id = reply["cluster_id"]
+            logger.info(
+                "registered with metaserver %s (%d chunks)", link.current, len(params["chunks"])
+            )
+            self.registered.set()
+            return
+
+    def _register_params(self, store: ChunkStore) -> dict[str, Any]:
+        capacity, free = self._space(store)
+        return {
+            "id": self._cfg.id,
+            "address": self.address,
+            "zone": self._cfg.zone,
+            "capacity": capacity,
+            "free": free,
+            "chunks": [[cid, version] for cid, version, _ in store.list_chunks()],
+        }
+
+    @staticmethod
+    def _space(store: ChunkStore) -> tuple[int, int]:
+        return store.capacity(), store.free_bytes()
+
+    async def _apply_deletes(self, service: ChunkService, reply: Any) -> None:
+        try:
+            p = Params(reply)
+            doomed = p.int_list("delete") if "delete" in p else []
+        except DfsError as exc:
+            logger.warning("ignoring malformed heartbeat reply: %s", exc)
+            return
+        for chunk_id in doomed:
+            try:
+                if await service.disk(service.store.delete, chunk_id):
+                    self._stats.deleted_by_metaserver += 1
+                    logger.info("deleted chunk %016x at the metaserver's request", chunk_id)
+            except DfsError as exc:
+                logger.warning("deleting chunk %016x failed: %s", chunk_id, exc)
+
+
+async def run_chunkserver(
+    config: Config, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Run a chunkserver until cancelled; ``task_status.started(bound_address)`` once serving."""
+    await Chunkserver(config).run(task_status=task_status)

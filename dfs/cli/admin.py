@@ -1,0 +1,84 @@
+"""Admin commands that talk to the metaserver with an admin certificate."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from dfs.config import Config, load_config
+from dfs.errors import ConfigError
+from dfs.rpc.client import RpcClient
+from dfs.security.identity import Role
+
+
+async def admin_call(
+    cfg: Config,
+    method: str,
+    params: dict[str, Any],
+    timeout: float,  # noqa: ASYNC109 - a per-call RPC deadline, passed down
+) -> Any:
+    """Call ``method`` on the first metaserver that answers."""
+    last: Exception | None = None
+    for address in cfg.cluster.metaservers:
+        async with RpcClient(
+            address, cfg.tls, name="dfs-admin", expect_roles={Role.METASERVER}
+        ) as rpc:
+            try:
+                return await rpc.call(method, params, timeout=timeout)
+            except Exception as exc:
+                last = exc
+    assert last is not None
+    raise last
+
+
+def fetch_status(cfg: Config, timeout: float = 10.0) -> dict[str, Any]:
+    result = trio.run(admin_call, cfg, "admin.status", {}, timeout)
+    if not isinstance(result, dict):
+        raise ConfigError("metaserver sent a malformed status")
+    return result
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def cmd_status(args: argparse.Namespace, config_path: Path) -> int:
+    cfg = load_config(config_path)
+    status = fetch_status(cfg)
+    if args.json:
+        print(json.dumps(status, indent=2, default=str))
+        return 0
+    counts = status.get("counts", {})
+    warnings = []
+    dead = [c["id"] for c in status.get("chunkservers", []) if c.get("state") != "alive"]
+    if dead:
+        warnings.append(f"chunkservers not alive: {', '.join(dead)}")
+    if counts.get("missing"):
+        warnings.append(f"{counts['missing']} chunks have no live replica")
+    if counts.get("under_goal"):
+        warnings.append(f"{counts['under_goal']} chunks are below their replication goal")
+    for w in warnings:
+        print(f"WARNING: {w}")
+    print("metaservers:")
+    for m in status.get("metaservers", []):
+        print(
+            f"  {m.get('id')}  {m.get('address')}  {m.get('role')}  term {m.get('term')}"
+            f"  commit {m.get('commit_index')}  applied {m.get('applied_index')}"
+        )
+    print("chunkservers:")
+    for c in status.get("chunkservers", []):
+        print(
+            f"  {c.get('id')}  {c.get('address')}  zone {c.get('zone')}  {c.get('state')}"
+            f"  used {_human(c.get('used', 0))} of {_human(c.get('capacity', 0))}"
+            f"  chunks {c.get('chunks')}  heartbeat {c.get('last_heartbeat_age', 0):.1f}s ago"
+        )
+    print("namespace: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    return 1 if warnings else 0

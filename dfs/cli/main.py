@@ -1,0 +1,227 @@
+"""The ``dfs`` command.
+
+Every user mistake ends as one line on stderr and a non-zero exit code (2 for usage and
+configuration errors, 1 for a failed operation); a traceback means a bug in dfs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from dfs import __version__
+from dfs.errors import ConfigError, DfsError
+from dfs.fuse.mount import MountError
+
+log = logging.getLogger("dfs")
+
+Command = Callable[[argparse.Namespace], int]
+
+
+class CliError(Exception):
+    """An operation failed in a way the user should read about (exit code 1)."""
+
+
+def _config_path(args: argparse.Namespace) -> Path:
+    path = getattr(args, "config", None) or os.environ.get("DFS_CONFIG")
+    if not path:
+        raise ConfigError("no config file: pass --config FILE or set DFS_CONFIG")
+    return Path(path)
+
+
+def setup_logging(level: str) -> None:
+    numeric = logging.getLevelName(level.upper())
+    if not isinstance(numeric, int):
+        raise ConfigError(f"unknown log level {level!r}")
+    logging.basicConfig(
+        level=numeric,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+# ---------------------------------------------------------------- command handlers
+def cmd_ca_init(args: argparse.Namespace) -> int:
+    from dfs.security.ca import init_ca
+
+    init_ca(Path(args.dir), cluster_name=args.name)
+    print(f"cluster CA created in {args.dir}")
+    return 0
+
+
+def cmd_ca_issue(args: argparse.Namespace) -> int:
+    from dfs.security.ca import issue_certificate
+    from dfs.security.identity import Role
+
+    ca_dir = args.ca or os.environ.get("DFS_CA")
+    if not ca_dir:
+        raise ConfigError("no CA directory: pass --ca DIR or set DFS_CA")
+    out = Path(args.out) if args.out else Path(ca_dir)
+    hosts = tuple(args.host) if args.host else ("127.0.0.1", "localhost")
+    files = issue_certificate(Path(ca_dir), Role(args.role), args.name, out, hosts=hosts)
+    print(f"{args.role} certificate for {args.name!r}: {files.cert} (key {files.key})")
+    return 0
+
+
+def cmd_metaserver(args: argparse.Namespace) -> int:
+    from dfs.cli.daemons import run_daemon
+    from dfs.config import load_config
+    from dfs.metaserver.server import run_metaserver
+
+    cfg = load_config(_config_path(args))
+    if cfg.metaserver is None:
+        raise ConfigError(f"{cfg.path}: no [metaserver] table")
+    run_daemon(run_metaserver, cfg)
+    return 0
+
+
+def cmd_chunkserver(args: argparse.Namespace) -> int:
+    from dfs.chunkserver.server import run_chunkserver
+    from dfs.cli.daemons import run_daemon
+    from dfs.config import load_config
+
+    cfg = load_config(_config_path(args))
+    if cfg.chunkserver is None:
+        raise ConfigError(f"{cfg.path}: no [chunkserver] table")
+    run_daemon(run_chunkserver, cfg)
+    return 0
+
+
+def cmd_mount(args: argparse.Namespace) -> int:
+    from dfs.client.mount import mount_main
+    from dfs.config import load_config
+
+    cfg = load_config(_config_path(args))
+    mountpoint = Path(args.mountpoint)
+    if not mountpoint.is_dir():
+        raise ConfigError(f"mount point {mountpoint} is not a directory")
+    mount_main(cfg, mountpoint)
+    return 0
+
+
+def cmd_umount(args: argparse.Namespace) -> int:
+    from dfs.fuse.mount import unmount
+
+    unmount(str(Path(args.mountpoint).resolve()), lazy=args.lazy)
+    return 0
+
+
+def cmd_local(args: argparse.Namespace) -> int:
+    from dfs.cli import local
+
+    handler: Command = {
+        "up": local.cmd_up,
+        "down": local.cmd_down,
+        "status": local.cmd_status,
+    }[args.local_command]
+    return handler(args)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from dfs.cli import admin
+
+    return admin.cmd_status(args, _config_path(args))
+
+
+# ---------------------------------------------------------------- argument parser
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="dfs",
+        description="dfs: a distributed POSIX file system (metaserver, chunkservers, FUSE)",
+    )
+    p.add_argument("--version", action="version", version=f"dfs {__version__}")
+    p.add_argument(
+        "--log-level",
+        default=os.environ.get("DFS_LOG_LEVEL", "INFO"),
+        help="DEBUG, INFO, WARNING or ERROR (default INFO, or $DFS_LOG_LEVEL)",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    ca = sub.add_parser("ca", help="cluster certificate authority")
+    ca_sub = ca.add_subparsers(dest="ca_command", required=True, metavar="SUBCOMMAND")
+    ca_init = ca_sub.add_parser("init", help="create a cluster CA in DIR")
+    ca_init.add_argument("dir")
+    ca_init.add_argument("--name", default="dfs", help="cluster name written into the CA")
+    ca_init.set_defaults(func=cmd_ca_init)
+    ca_issue = ca_sub.add_parser("issue", help="issue a certificate with a role")
+    ca_issue.add_argument("name", help="the holder's name (file name of the certificate)")
+    ca_issue.add_argument(
+        "--role", required=True, choices=["metaserver", "chunkserver", "client", "admin"]
+    )
+    ca_issue.add_argument("--ca", help="CA directory (default $DFS_CA)")
+    ca_issue.add_argument("--out", help="where to write NAME.crt/NAME.key (default: the CA dir)")
+    ca_issue.add_argument(
+        "--host", action="append", help="IP or DNS name for the certificate (repeatable)"
+    )
+    ca_issue.set_defaults(func=cmd_ca_issue)
+
+    for name, func, text in (
+        ("metaserver", cmd_metaserver, "run a metaserver in the foreground"),
+        ("chunkserver", cmd_chunkserver, "run a chunkserver in the foreground"),
+    ):
+        d = sub.add_parser(name, help=text)
+        d.add_argument("--config", help="TOML config file (default $DFS_CONFIG)")
+        d.set_defaults(func=func)
+
+    m = sub.add_parser("mount", help="mount the file system (runs in the foreground)")
+    m.add_argument("mountpoint")
+    m.add_argument("--config", help="client TOML config file (default $DFS_CONFIG)")
+    m.set_defaults(func=cmd_mount)
+
+    u = sub.add_parser("umount", help="unmount a dfs mount point")
+    u.add_argument("mountpoint")
+    u.add_argument("--lazy", action="store_true", help="detach now, clean up when unused")
+    u.set_defaults(func=cmd_umount)
+
+    local = sub.add_parser("local", help="a whole cluster on this machine, for trying dfs out")
+    local_sub = local.add_subparsers(dest="local_command", required=True, metavar="SUBCOMMAND")
+    from dfs.cli.local import DEFAULT_STATE_DIR
+
+    up = local_sub.add_parser("up", help="start (or restart) the local cluster and mount it")
+    up.add_argument("--dir", default=str(DEFAULT_STATE_DIR), help="state directory")
+    up.add_argument("--mount", help="mount point (default STATE/mnt)")
+    up.add_argument(
+        "--chunkservers", type=int, default=3, help="number of chunkservers (new state only)"
+    )
+    down = local_sub.add_parser("down", help="unmount and stop everything")
+    down.add_argument("--dir", default=str(DEFAULT_STATE_DIR), help="state directory")
+    st = local_sub.add_parser("status", help="list the local cluster's processes")
+    st.add_argument("--dir", default=str(DEFAULT_STATE_DIR), help="state directory")
+    st.add_argument("--json", action="store_true", help="machine-readable output")
+    for sp in (up, down, st):
+        sp.set_defaults(func=cmd_local)
+
+    status = sub.add_parser("status", help="cluster health (needs an admin certificate)")
+    status.add_argument("--config", help="admin TOML config file (default $DFS_CONFIG)")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(func=cmd_status)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        setup_logging(args.log_level)
+        func: Command = args.func
+        return func(args)
+    except ConfigError as exc:
+        print(f"dfs: error: {exc}", file=sys.stderr)
+        return 2
+    except (CliError, DfsError, MountError) as exc:
+        print(f"dfs: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"dfs: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""What the VFS needs from the cluster: the metadata service and the chunk servers.
+
+The VFS only talks to these two interfaces, so tests can replace them with in-memory fakes
+(``tests/client/fakes.py``).  Implementations raise the typed errors of ``dfs.errors``; nothing
+here knows about errno.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from dfs.types import ChunkId, ChunkVersion, InodeId
+
+
+@dataclass(slots=True)
+class InodeAttr:
+    """An inode's attributes as the metaserver reports them (see docs/protocol.md ``attr``)."""
+
+    ino: InodeId
+    mode: int
+    nlink: int
+    uid: int
+    gid: int
+    size: int
+    rdev: int
+    atime_ns: int
+    mtime_ns: int
+    ctime_ns: int
+    generation: int = 0
+    goal: int = 0
+
+    @classmethod
+    def from_wire(cls, d: dict[str, Any]) -> InodeAttr:
+        return cls(
+            ino=InodeId(int(d["ino"])),
+            mode=int(d["mode"]),
+            nlink=int(d["nlink"]),
+            uid=int(d["uid"]),
+            gid=int(d["gid"]),
+            size=int(d["size"]),
+            rdev=int(d.get("rdev", 0)),
+            atime_ns=int(d["atime_ns"]),
+            mtime_ns=int(d["mtime_ns"]),
+            ctime_ns=int(d["ctime_ns"]),
+            generation=int(d.get("generation", 0)),
+            goal=int(d.get("goal", 0)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ServerRef:
+    id: str
+    address: str
+
+    @classmethod
+    def from_wire(cls, d: dict[str, Any]) -> ServerRef:
+        return cls(id=str(d["id"]), address=str(d["address"]))
+
+    def to_wire(self) -> dict[str, str]:
+        return {"id": self.id, "address": self.address}
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkRef:
+    """One chunk of a file: its position, identity, version and the servers holding it."""
+
+    index: int
+    chunk_id: ChunkId
+    version: ChunkVersion
+    servers: tuple[ServerRef, ...]
+    #: For trims after a shrinking truncate: the chunk's new length.
+    trim_length: int = -1
+
+    @classmethod
+    def from_wire(cls, d: dict[str, Any]) -> ChunkRef:
+        return cls(
+            index=int(d["index"]),
+            chunk_id=ChunkId(int(d["chunk_id"])),
+            version=ChunkVersion(int(d["version"])),
+            servers=tuple(ServerRef.from_wire(s) for s in d.get("servers", ())),
+            trim_length=int(d.get("trim_length", -1)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Cred:
+    """Credentials of the process that made a request (owner of what it creates)."""
+
+    uid: int
+    gid: int
+
+    def to_wire(self) -> dict[str, int]:
+        return {"uid": self.uid, "gid": self.gid}
+
+
+@dataclass(frozen=True, slots=True)
+class StatFs:
+    total_bytes: int
+    free_bytes: int
+    files: int
+
+
+@dataclass(slots=True)
+class SetAttr:
+    """Attribute changes; ``None`` leaves a field alone, ``NOW`` (-1) means the server's now."""
+
+    mode: int | None = None
+    uid: int | None = None
+    gid: int | None = None
+    size: int | None = None
+    atime_ns: int | None = None
+    mtime_ns: int | None = None
+
+
+NOW = -1
+
+
+class MetaClient(Protocol):
+    """The metadata service (docs/protocol.md, ``fs.*`` and ``file.*``)."""
+
+    async def lookup(self, parent: InodeId, name: bytes) -> InodeAttr: ...
+    async def getattr(self, ino: InodeId) -> InodeAttr: ...
+    async def setattr(
+        self, ino: InodeId, changes: SetAttr, cred: Cred
+    ) -> tuple[InodeAttr, list[ChunkRef]]: ...
+    async def mknod(
+        self, parent: InodeId, name: bytes, mode: int, rdev: int, cred: Cred
+    ) -> InodeAttr: ...
+    async def mkdir(self, parent: InodeId, name: bytes, mode: int, cred: Cred) -> InodeAttr: ...
+    async def symlink(
+        self, parent: InodeId, name: bytes, target: bytes, cred: Cred
+    ) -> InodeAttr: ...
+    async def link(self, ino: InodeId, parent: InodeId, name: bytes) -> InodeAttr: ...
+    async def unlink(self, parent: InodeId, name: bytes) -> None: ...
+    async def rmdir(self, parent: InodeId, name: bytes) -> None: ...
+    async def rename(
+        self, parent: InodeId, name: bytes, newparent: InodeId, newname: bytes, flags: int
+    ) -> None: ...
+    async def readlink(self, ino: InodeId) -> bytes: ...
+    async def readdir(self, ino: InodeId) -> list[tuple[bytes, InodeAttr]]: ...
+    async def statfs(self) -> StatFs: ...
+    async def setxattr(self, ino: InodeId, name: bytes, value: bytes, flags: int) -> None: ...
+    async def getxattr(self, ino: InodeId, name: bytes) -> bytes: ...
+    async def listxattr(self, ino: InodeId) -> list[bytes]: ...
+    async def removexattr(self, ino: InodeId, name: bytes) -> None: ...
+    async def file_chunks(self, ino: InodeId, first: int, count: int) -> list[ChunkRef]: ...
+    async def alloc_chunk(self, ino: InodeId, index: int) -> ChunkRef: ...
+    async def commit_write(self, ino: InodeId, size: int, mtime_ns: int) -> InodeAttr: ...
+    async def report_bad(self, server: ServerRef, chunk: ChunkRef, reason: str) -> None: ...
+
+
+class ChunkClient(Protocol):
+    """The chunkservers (docs/protocol.md, ``chunk.*``)."""
+
+    async def read(self, chunk: ChunkRef, offset: int, length: int) -> bytes:
+        """Bytes of ``chunk`` at ``offset``; fewer at the chunk's stored end.
+
+        Tries each replica in turn; raises ``IOFailure`` when none could serve the range.
+        """
+        ...
+
+    async def write(self, chunk: ChunkRef, offset: int, data: bytes, sync: bool) -> None:
+        """Write through the chain of the chunk's servers; returns once every replica has it."""
+        ...
+
+    async def truncate(self, chunk: ChunkRef, length: int) -> None: ...
+
+    async def sync(self, chunk: ChunkRef) -> None: ...

@@ -1,0 +1,65 @@
+"""``dfs mount``: wire the cluster clients, the VFS and the FUSE session together."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import trio
+
+from dfs.client.fuse_adapter import DfsOperations
+from dfs.client.remote import RpcChunkClient, RpcMetaClient
+from dfs.client.vfs import Vfs
+from dfs.config import Config
+from dfs.fuse.handshake import FuseConfig
+from dfs.fuse.mount import serve
+from dfs.rpc.client import RpcClient, RpcClientPool
+from dfs.security.identity import Role
+from dfs.types import ROOT_INODE
+
+log = logging.getLogger(__name__)
+
+
+async def run_mount(
+    cfg: Config,
+    mountpoint: Path,
+    *,
+    task_status: trio.TaskStatus[object] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Mount the cluster of ``cfg`` at ``mountpoint`` until cancelled or unmounted."""
+    client_cfg = cfg.client
+    name = f"mount:{mountpoint}"
+    async with (
+        RpcClient(
+            cfg.cluster.metaservers[0], cfg.tls, name=name, expect_roles={Role.METASERVER}
+        ) as rpc,
+        RpcClientPool(cfg.tls, name=name, expect_roles={Role.CHUNKSERVER}) as pool,
+        trio.open_nursery() as nursery,
+    ):
+        meta = RpcMetaClient(rpc, op_timeout=client_cfg.op_timeout)
+        # Fail early, with a clear message, when the cluster cannot be reached at all.
+        await meta.getattr(ROOT_INODE)
+        chunks = RpcChunkClient(pool, meta, op_timeout=client_cfg.op_timeout, nursery=nursery)
+        vfs = Vfs(meta, chunks, write_buffer=client_cfg.write_buffer)
+        ops = DfsOperations(
+            vfs,
+            attr_timeout=client_cfg.attr_timeout,
+            entry_timeout=client_cfg.entry_timeout,
+            fsync_on_close=client_cfg.fsync_on_close,
+        )
+        fuse_cfg = FuseConfig()
+        fuse_cfg.validate()
+        await serve(
+            ops,
+            str(mountpoint),
+            fuse_cfg,
+            fsname="dfs",
+            allow_other=client_cfg.allow_other,
+            task_status=task_status,
+        )
+        nursery.cancel_scope.cancel()
+
+
+def mount_main(cfg: Config, mountpoint: Path) -> None:
+    """Foreground entry point of ``dfs mount``; returns after unmount or SIGTERM/SIGINT."""
+    trio.run(run_mount, cfg, mountpoint.resolve())

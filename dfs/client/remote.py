@@ -1,0 +1,292 @@
+"""MetaClient and ChunkClient over dfs RPC (docs/protocol.md)."""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import Any
+
+import trio
+
+from dfs.client.interfaces import (
+    ChunkRef,
+    Cred,
+    InodeAttr,
+    ServerRef,
+    SetAttr,
+    StatFs,
+)
+from dfs.errors import (
+    ChunkCorrupt,
+    ChunkNotFound,
+    ConnectionLost,
+    DeadlineExceeded,
+    DfsError,
+    IOFailure,
+    StaleChunkVersion,
+    Unavailable,
+)
+from dfs.rpc.client import RpcClient, RpcClientPool
+from dfs.types import InodeId
+
+log = logging.getLogger(__name__)
+
+#: Errors after which a read may try the next replica.
+_REPLICA_ERRORS = (
+    ChunkCorrupt,
+    ChunkNotFound,
+    StaleChunkVersion,
+    Unavailable,
+    ConnectionLost,
+    DeadlineExceeded,
+)
+
+
+class RpcMetaClient:
+    """Talks to the metaserver.  Idempotent reads are retried after a lost connection until
+    ``op_timeout``; mutations are sent once (exactly-once retries come with sessions)."""
+
+    def __init__(self, rpc: RpcClient, *, op_timeout: float) -> None:
+        self._rpc = rpc
+        self._timeout = op_timeout
+
+    async def _call(self, method: str, params: dict[str, Any]) -> Any:
+        return await self._rpc.call(method, params, timeout=self._timeout)
+
+    async def _read(self, method: str, params: dict[str, Any]) -> Any:
+        deadline = trio.current_time() + self._timeout
+        delay = 0.05
+        while True:
+            try:
+                return await self._rpc.call(
+                    method, params, timeout=max(0.01, deadline - trio.current_time())
+                )
+            except ConnectionLost:
+                if trio.current_time() + delay >= deadline:
+                    raise
+                await trio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+    async def lookup(self, parent: InodeId, name: bytes) -> InodeAttr:
+        return InodeAttr.from_wire(await self._read("fs.lookup", {"parent": parent, "name": name}))
+
+    async def getattr(self, ino: InodeId) -> InodeAttr:
+        return InodeAttr.from_wire(await self._read("fs.getattr", {"ino": ino}))
+
+    async def setattr(
+        self, ino: InodeId, changes: SetAttr, cred: Cred
+    ) -> tuple[InodeAttr, list[ChunkRef]]:
+        params: dict[str, Any] = {"ino": ino, "cred": cred.to_wire()}
+        for key in ("mode", "uid", "gid", "size", "atime_ns", "mtime_ns"):
+            value = getattr(changes, key)
+            if value is not None:
+                params[key] = value
+        res = await self._call("fs.setattr", params)
+        trims = [ChunkRef.from_wire(c) for c in res.get("trim", ())]
+        return InodeAttr.from_wire(res["attr"]), trims
+
+    async def mknod(
+        self, parent: InodeId, name: bytes, mode: int, rdev: int, cred: Cred
+    ) -> InodeAttr:
+        res = await self._call(
+            "fs.mknod",
+            {"parent": parent, "name": name, "mode": mode, "rdev": rdev, "cred": cred.to_wire()},
+        )
+        return InodeAttr.from_wire(res)
+
+    async def mkdir(self, parent: InodeId, name: bytes, mode: int, cred: Cred) -> InodeAttr:
+        res = await self._call(
+            "fs.mkdir", {"parent": parent, "name": name, "mode": mode, "cred": cred.to_wire()}
+        )
+        return InodeAttr.from_wire(res)
+
+    async def symlink(self, parent: InodeId, name: bytes, target: bytes, cred: Cred) -> InodeAttr:
+        res = await self._call(
+            "fs.symlink",
+            {"parent": parent, "name": name, "target": target, "cred": cred.to_wire()},
+        )
+        return InodeAttr.from_wire(res)
+
+    async def link(self, ino: InodeId, parent: InodeId, name: bytes) -> InodeAttr:
+        res = await self._call("fs.link", {"ino": ino, "parent": parent, "name": name})
+        return InodeAttr.from_wire(res)
+
+    async def unlink(self, parent: InodeId, name: bytes) -> None:
+        await self._call("fs.unlink", {"parent": parent, "name": name})
+
+    async def rmdir(self, parent: InodeId, name: bytes) -> None:
+        await self._call("fs.rmdir", {"parent": parent, "name": name})
+
+    async def rename(
+        self, parent: InodeId, name: bytes, newparent: InodeId, newname: bytes, flags: int
+    ) -> None:
+        await self._call(
+            "fs.rename",
+            {
+                "parent": parent,
+                "name": name,
+                "newparent": newparent,
+                "newname": newname,
+                "flags": flags,
+            },
+        )
+
+    async def readlink(self, ino: InodeId) -> bytes:
+        res = await self._read("fs.readlink", {"ino": ino})
+        return bytes(res)
+
+    async def readdir(self, ino: InodeId) -> list[tuple[bytes, InodeAttr]]:
+        res = await self._read("fs.readdir", {"ino": ino})
+        return [(bytes(name), InodeAttr.from_wire(attr)) for name, attr in res]
+
+    async def statfs(self) -> StatFs:
+        res = await self._read("fs.statfs", {})
+        return StatFs(
+            total_bytes=int(res["total_bytes"]),
+            free_bytes=int(res["free_bytes"]),
+            files=int(res["files"]),
+        )
+
+    async def setxattr(self, ino: InodeId, name: bytes, value: bytes, flags: int) -> None:
+        await self._call("fs.setxattr", {"ino": ino, "name": name, "value": value, "flags": flags})
+
+    async def getxattr(self, ino: InodeId, name: bytes) -> bytes:
+        return bytes(await self._read("fs.getxattr", {"ino": ino, "name": name}))
+
+    async def listxattr(self, ino: InodeId) -> list[bytes]:
+        return [bytes(n) for n in await self._read("fs.listxattr", {"ino": ino})]
+
+    async def removexattr(self, ino: InodeId, name: bytes) -> None:
+        await self._call("fs.removexattr", {"ino": ino, "name": name})
+
+    async def file_chunks(self, ino: InodeId, first: int, count: int) -> list[ChunkRef]:
+        res = await self._read("file.chunks", {"ino": ino, "first": first, "count": count})
+        return [ChunkRef.from_wire(c) for c in res]
+
+    async def alloc_chunk(self, ino: InodeId, index: int) -> ChunkRef:
+        return ChunkRef.from_wire(
+            await self._call("file.alloc_chunk", {"ino": ino, "index": index})
+        )
+
+    async def commit_write(self, ino: InodeId, size: int, mtime_ns: int) -> InodeAttr:
+        res = await self._call(
+            "file.commit_write", {"ino": ino, "size": size, "mtime_ns": mtime_ns}
+        )
+        return InodeAttr.from_wire(res)
+
+    async def report_bad(self, server: ServerRef, chunk: ChunkRef, reason: str) -> None:
+        await self._call(
+            "cs.report_bad",
+            {
+                "id": server.id,
+                "chunk_id": chunk.chunk_id,
+                "version": chunk.version,
+                "reason": reason,
+            },
+        )
+
+
+class RpcChunkClient:
+    """Reads from one replica at a time (failing over), writes through the replica chain."""
+
+    def __init__(
+        self,
+        pool: RpcClientPool,
+        meta: RpcMetaClient,
+        *,
+        op_timeout: float,
+        nursery: trio.Nursery,
+    ) -> None:
+        self._pool = pool
+        self._meta = meta
+        self._timeout = op_timeout
+        self._nursery = nursery
+        self._rng = random.Random()
+
+    def _order(self, servers: tuple[ServerRef, ...]) -> list[ServerRef]:
+        # Spread reads over replicas; a failing one is simply skipped.
+        order = list(servers)
+        self._rng.shuffle(order)
+        return order
+
+    async def read(self, chunk: ChunkRef, offset: int, length: int) -> bytes:
+        if not chunk.servers:
+            raise IOFailure(f"chunk {chunk.chunk_id:x} has no available replica")
+        errors: list[str] = []
+        for server in self._order(chunk.servers):
+            try:
+                data = await self._pool.call(
+                    server.address,
+                    "chunk.read",
+                    {
+                        "chunk_id": chunk.chunk_id,
+                        "version": chunk.version,
+                        "offset": offset,
+                        "length": length,
+                    },
+                    timeout=self._timeout,
+                )
+                return bytes(data)
+            except _REPLICA_ERRORS as exc:
+                errors.append(f"{server.id}: {exc.code}")
+                if isinstance(exc, ChunkCorrupt | StaleChunkVersion | ChunkNotFound):
+                    self._nursery.start_soon(self._report_bad, server, chunk, exc.code)
+                log.warning(
+                    "read of chunk %x from %s failed (%s); trying another replica",
+                    chunk.chunk_id,
+                    server.id,
+                    exc.code,
+                )
+        raise IOFailure(
+            f"chunk {chunk.chunk_id:x}: no replica could serve it ({'; '.join(errors)})"
+        )
+
+    async def _report_bad(self, server: ServerRef, chunk: ChunkRef, reason: str) -> None:
+        with trio.move_on_after(10):
+            try:
+                await self._meta.report_bad(server, chunk, reason)
+            except DfsError as exc:
+                log.info("could not report bad replica of chunk %x: %s", chunk.chunk_id, exc)
+
+    def _chain(self, chunk: ChunkRef) -> tuple[str, list[dict[str, str]]]:
+        if not chunk.servers:
+            raise IOFailure(f"chunk {chunk.chunk_id:x} has no server to write to")
+        head, *rest = chunk.servers
+        return head.address, [s.to_wire() for s in rest]
+
+    async def write(self, chunk: ChunkRef, offset: int, data: bytes, sync: bool) -> None:
+        head, chain = self._chain(chunk)
+        await self._pool.call(
+            head,
+            "chunk.write",
+            {
+                "chunk_id": chunk.chunk_id,
+                "version": chunk.version,
+                "offset": offset,
+                "data": data,
+                "chain": chain,
+                "sync": sync,
+            },
+            timeout=self._timeout,
+        )
+
+    async def truncate(self, chunk: ChunkRef, length: int) -> None:
+        head, chain = self._chain(chunk)
+        await self._pool.call(
+            head,
+            "chunk.truncate",
+            {
+                "chunk_id": chunk.chunk_id,
+                "version": chunk.version,
+                "length": length,
+                "chain": chain,
+                "sync": True,
+            },
+            timeout=self._timeout,
+        )
+
+    async def sync(self, chunk: ChunkRef) -> None:
+        head, chain = self._chain(chunk)
+        await self._pool.call(
+            head, "chunk.sync", {"chunk_id": chunk.chunk_id, "chain": chain}, timeout=self._timeout
+        )

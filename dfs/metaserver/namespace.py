@@ -1,0 +1,690 @@
+"""The namespace state machine: inodes, directories, files' chunk maps.
+
+Pure and deterministic: no I/O, no clock, no trio.  Every replica applies the same committed
+commands in the same order and ends in the same state, so everything a command needs comes in
+the command (``now_ns`` chosen by the leader when it proposed, credentials) or from counters
+inside the state (new inode numbers, new chunk ids).  A command that fails raises an
+``FsError`` subclass and changes nothing: every check runs before the first mutation.
+
+Commands (``apply``) are dicts with an ``"op"`` key; every op except ``noop`` carries
+``now_ns``.  See the ``_op_*`` methods for each op's keys; ``dfs.metaserver.service`` builds them.
+
+Schema (the snapshot, msgpack map ``format == 1``)
+-------------------------------------------------
+* ``cluster_id``: str, set by the ``init`` command ("" before it).
+* ``next_ino``: int, the next inode number to hand out (numbers are never reused).
+* ``next_chunk_id``: int, the next chunk id to hand out (ids are never reused, so a chunk id
+  below it that no file references is an orphan that may be deleted).
+* ``inodes``: list sorted by inode number of records
+  ``[ino, mode, uid, gid, rdev, nlink, size, atime_ns, mtime_ns, ctime_ns, goal, extra, xattrs]``
+  where ``extra`` is ``[parent, [[name, ino], ...]]`` for a directory (entries in insertion
+  order), the target bytes for a symlink, ``[[index, chunk_id], ...]`` (sorted) for a regular
+  file and nil otherwise; ``xattrs`` is ``[[name, value], ...]``.
+* ``chunks``: list sorted by chunk id of ``[chunk_id, ino, index, version]``.
+
+Invariants (``dfs.metaserver.invariants.check`` verifies exactly these; fsck uses it)
+-----------------------------------------------------------------------------------
+I1. Once initialised, inode 1 (the root) exists, is a directory and is its own ``parent``.
+I2. Every inode number is in ``[1, next_ino)``.
+I3. Every directory entry name is valid (1..255 bytes, no ``/`` or NUL, not ``.``/``..``) and
+    points at an existing inode.
+I4. A non-directory's ``nlink`` is the number of directory entries referencing it (>= 1).
+I5. A directory other than the root is referenced by exactly one entry, in the directory named
+    by its ``parent``; the root by none.  A directory's ``nlink`` is 2 + its subdirectories.
+I6. Every directory reaches the root by following ``parent`` (no cycles, nothing detached).
+I7. Only directories have ``entries``/``parent``, only symlinks a ``target`` (and their
+    ``size`` is its length), only regular files ``chunks``.
+I8. The chunk map is the exact inverse of the files' chunk tables: ``chunks[cid] ==
+    (ino, index, version)`` iff inode ``ino`` maps ``index`` to ``cid``; every chunk id is in
+    ``[1, next_chunk_id)`` and every version is >= 1.
+I9. The maintained counters (files, directories) equal the counts of those inode types.
+"""
+
+from __future__ import annotations
+
+import stat
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+
+from dfs.errors import (
+    DirectoryNotEmpty,
+    Exists,
+    FileTooLarge,
+    InvalidArgument,
+    IsADirectory,
+    NameTooLong,
+    NoAttribute,
+    NotADirectory,
+    NotFound,
+    NotPermitted,
+    RangeError,
+    TooManyLinks,
+)
+from dfs.metaserver.inode import PERM_MASK, Inode
+from dfs.types import CHUNK_SIZE, ROOT_INODE, ChunkId, ChunkVersion, InodeId
+
+SNAPSHOT_FORMAT = 1
+NAME_MAX = 255
+PATH_MAX = 4096
+#: Link count limit (ext4's value); also bounds a directory's subdirectory count.
+LINK_MAX = 65000
+#: Largest file size (and so the highest chunk index) the namespace accepts.
+MAX_FILE_SIZE = 1 << 60
+XATTR_NAME_MAX = 255
+XATTR_SIZE_MAX = 64 * 1024
+XATTR_CREATE = 1
+XATTR_REPLACE = 2
+RENAME_NOREPLACE = 1
+RENAME_EXCHANGE = 2
+#: ``atime_ns``/``mtime_ns`` value meaning "the command's now_ns".
+TIME_NOW = -1
+
+_MKNOD_TYPES = frozenset({stat.S_IFREG, stat.S_IFIFO, stat.S_IFSOCK, stat.S_IFCHR, stat.S_IFBLK})
+
+
+class SnapshotCorrupt(ValueError):
+    """A snapshot could not be decoded or violates the schema's invariants."""
+
+
+def check_name(name: bytes) -> None:
+    """Raise unless ``name`` is a valid directory entry name (POSIX rules above)."""
+    if len(name) > NAME_MAX:
+        raise NameTooLong(f"name is {len(name)} bytes, the limit is {NAME_MAX}")
+    if not name or name in (b".", b"..") or b"/" in name or b"\0" in name:
+        raise InvalidArgument(f"invalid name {name!r}")
+
+
+class Namespace:
+    """The metadata state machine.  ``apply`` mutates; the other public methods only read."""
+
+    def __init__(self) -> None:
+        self.inodes: dict[InodeId, Inode] = {}
+        #: chunk id -> (inode, chunk index, version); the inverse of the files' chunk tables.
+        self.chunks: dict[ChunkId, tuple[InodeId, int, ChunkVersion]] = {}
+        self.next_ino = int(ROOT_INODE) + 1
+        self.next_chunk_id = 1
+        self.cluster_id = ""
+        self.n_files = 0
+        self.n_dirs = 0
+        # Chunks whose file was freed or truncated since the last take_freed_chunks(); soft,
+        # not part of the snapshot (after a restart orphans are found from registrations).
+        self._freed: list[ChunkId] = []
+        self._ops: dict[str, Callable[[dict[str, Any]], Any]] = {
+            "init": self._op_init,
+            "noop": lambda _c: None,
+            "mknod": self._op_mknod,
+            "mkdir": self._op_mkdir,
+            "symlink": self._op_symlink,
+            "link": self._op_link,
+            "unlink": self._op_unlink,
+            "rmdir": self._op_rmdir,
+            "rename": self._op_rename,
+            "setattr": self._op_setattr,
+            "setxattr": self._op_setxattr,
+            "removexattr": self._op_removexattr,
+            "alloc_chunk": self._op_alloc_chunk,
+            "commit_write": self._op_commit_write,
+        }
+
+    # ------------------------------------------------------------------ apply
+    @property
+    def initialised(self) -> bool:
+        return ROOT_INODE in self.inodes
+
+    def apply(self, command: dict[str, Any]) -> Any:
+        """Apply one committed command; return its result or raise FsError (state unchanged)."""
+        op = self._ops.get(command.get("op", ""))
+        if op is None:
+            raise InvalidArgument(f"unknown command {command.get('op')!r}")
+        return op(command)
+
+    def take_freed_chunks(self) -> list[ChunkId]:
+        """Chunk ids dropped from the chunk map since the last call (to delete on servers)."""
+        freed, self._freed = self._freed, []
+        return freed
+
+    # ------------------------------------------------------------------ reads
+    def getattr(self, ino: int) -> dict[str, Any]:
+        return self._get(ino).attr()
+
+    def lookup(self, parent: int, name: bytes) -> dict[str, Any]:
+        check_name(name)
+        child = self._dir(parent).entries.get(name)  # type: ignore[union-attr]
+        if child is None:
+            raise NotFound(f"no entry {name!r} in directory {parent}")
+        return self.inodes[child].attr()
+
+    def readdir(self, ino: int) -> list[list[Any]]:
+        d = self._dir(ino)
+        assert d.entries is not None
+        return [[name, self.inodes[child].attr()] for name, child in d.entries.items()]
+
+    def readlink(self, ino: int) -> bytes:
+        node = self._get(ino)
+        if node.target is None:
+            raise InvalidArgument(f"inode {ino} is not a symlink")
+        return node.target
+
+    def getxattr(self, ino: int, name: bytes) -> bytes:
+        node = self._get(ino)
+        value = node.xattrs.get(name) if node.xattrs else None
+        if value is None:
+            raise NoAttribute(f"no attribute {name!r} on inode {ino}")
+        return value
+
+    def listxattr(self, ino: int) -> list[bytes]:
+        node = self._get(ino)
+        return list(node.xattrs) if node.xattrs else []
+
+    def file_chunks(self, ino: int, first: int, count: int) -> list[dict[str, Any]]:
+        """Existing chunks with ``first <= index < first + count``, by index."""
+        node = self._regular(ino)
+        if not node.chunks or count <= 0:
+            return []
+        if count < len(node.chunks):
+            indexes = [i for i in range(first, first + count) if i in node.chunks]
+        else:
+            indexes = sorted(i for i in node.chunks if first <= i < first + count)
+        return [self._chunk_desc(node.chunks[i]) for i in indexes]
+
+    def chunk_info(self, chunk_id: int) -> tuple[InodeId, int, ChunkVersion] | None:
+        return self.chunks.get(ChunkId(chunk_id))
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "inodes": len(self.inodes),
+            "files": self.n_files,
+            "directories": self.n_dirs,
+            "chunks": len(self.chunks),
+        }
+
+    # ------------------------------------------------------------------ snapshot
+    def snapshot_state(self) -> bytes:
+        """Encode the whole state (schema in the module docstring)."""
+        data = {
+            "format": SNAPSHOT_FORMAT,
+            "cluster_id": self.cluster_id,
+            "next_ino": self.next_ino,
+            "next_chunk_id": self.next_chunk_id,
+            "inodes": [self.inodes[i].to_record() for i in sorted(self.inodes)],
+            "chunks": [[c, *self.chunks[c]] for c in sorted(self.chunks)],
+        }
+        return msgpack.packb(data, use_bin_type=True)
+
+    def restore(self, blob: bytes) -> None:
+        """Replace the state with a snapshot; raise SnapshotCorrupt if it breaks an invariant."""
+        from dfs.metaserver.invariants import check
+
+        try:
+            data = msgpack.unpackb(blob, raw=False, strict_map_key=False)
+            if data.get("format") != SNAPSHOT_FORMAT:
+                raise SnapshotCorrupt(f"unknown snapshot format {data.get('format')!r}")
+            inodes = {InodeId(r[0]): Inode.from_record(r) for r in data["inodes"]}
+            chunks = {
+                ChunkId(c): (InodeId(i), int(x), ChunkVersion(v)) for c, i, x, v in data["chunks"]
+            }
+            fresh = Namespace()
+            fresh.inodes = inodes
+            fresh.chunks = chunks
+            fresh.next_ino = int(data["next_ino"])
+            fresh.next_chunk_id = int(data["next_chunk_id"])
+            fresh.cluster_id = str(data["cluster_id"])
+        except SnapshotCorrupt:
+            raise
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise SnapshotCorrupt(f"undecodable snapshot: {exc!r}") from exc
+        fresh.n_files = sum(1 for n in inodes.values() if n.is_reg)
+        fresh.n_dirs = sum(1 for n in inodes.values() if n.is_dir)
+        problems = check(fresh)
+        if problems:
+            raise SnapshotCorrupt("snapshot violates invariants: " + "; ".join(problems[:5]))
+        self.inodes, self.chunks = fresh.inodes, fresh.chunks
+        self.next_ino, self.next_chunk_id = fresh.next_ino, fresh.next_chunk_id
+        self.cluster_id = fresh.cluster_id
+        self.n_files, self.n_dirs = fresh.n_files, fresh.n_dirs
+        self._freed = []
+
+    # ------------------------------------------------------------------ helpers
+    def _get(self, ino: int) -> Inode:
+        node = self.inodes.get(InodeId(ino))
+        if node is None:
+            raise NotFound(f"no inode {ino}")
+        return node
+
+    def _dir(self, ino: int) -> Inode:
+        node = self._get(ino)
+        if node.entries is None:
+            raise NotADirectory(f"inode {ino} is not a directory")
+        return node
+
+    def _regular(self, ino: int) -> Inode:
+        node = self._get(ino)
+        if node.is_dir:
+            raise IsADirectory(f"inode {ino} is a directory")
+        if not node.is_reg:
+            raise InvalidArgument(f"inode {ino} is not a regular file")
+        return node
+
+    def _chunk_desc(self, cid: ChunkId) -> dict[str, Any]:
+        _ino, index, version = self.chunks[cid]
+        return {"index": index, "chunk_id": cid, "version": version}
+
+    @staticmethod
+    def _touch(node: Inode, now: int) -> None:
+        node.mtime_ns = now
+        node.ctime_ns = now
+
+    def _child_slot(self, parent: int, name: bytes) -> Inode:
+        """The directory ``parent`` where ``name`` is about to be created (must be free)."""
+        check_name(name)
+        d = self._dir(parent)
+        assert d.entries is not None
+        if name in d.entries:
+            raise Exists(f"{name!r} exists in directory {parent}")
+        return d
+
+    def _new_inode(
+        self, parent: Inode, mode: int, cred: dict[str, Any], now: int, rdev: int = 0
+    ) -> Inode:
+        """Allocate an inode under ``parent`` with ownership by POSIX and BSD-setgid rules."""
+        gid = int(cred["gid"])
+        if parent.mode & stat.S_ISGID:
+            # BSD group semantics: the new object takes the directory's group, and a new
+            # directory inherits the setgid bit so the rule propagates down the tree.
+            gid = parent.gid
+            if stat.S_ISDIR(mode):
+                mode |= stat.S_ISGID
+        ino = InodeId(self.next_ino)
+        self.next_ino += 1
+        node = Inode(
+            ino, mode, uid=int(cred["uid"]), gid=gid, now_ns=now, goal=parent.goal, rdev=rdev
+        )
+        self.inodes[ino] = node
+        return node
+
+    def _link_new(self, parent: Inode, name: bytes, node: Inode, now: int) -> dict[str, Any]:
+        assert parent.entries is not None
+        parent.entries[name] = node.ino
+        self._touch(parent, now)
+        return node.attr()
+
+    def _drop_link(self, node: Inode, now: int) -> None:
+        """One directory entry referencing a non-directory is gone."""
+        node.nlink -= 1
+        if node.nlink > 0:
+            node.ctime_ns = now
+        else:
+            self._free(node)
+
+    def _free(self, node: Inode) -> None:
+        # HOOK (open-unlinked files): a later issue keeps an inode whose last link is gone
+        # alive while some client still holds it open; it will move the inode to an
+        # "orphans" table here instead of freeing it, and free it on the last release.
+        del self.inodes[node.ino]
+        if node.is_dir:
+            self.n_dirs -= 1
+        elif node.is_reg:
+            self.n_files -= 1
+            if node.chunks:
+                for cid in node.chunks.values():
+                    del self.chunks[cid]
+                    self._freed.append(cid)
+
+    def _is_ancestor(self, anc: InodeId, ino: InodeId) -> bool:
+        """Whether directory ``anc`` is ``ino`` or one of its ancestors (O(depth))."""
+        cur = ino
+        while True:
+            if cur == anc:
+                return True
+            if cur == ROOT_INODE:
+                return False
+            parent = self.inodes[cur].parent
+            assert parent is not None
+            cur = parent
+
+    # ------------------------------------------------------------------ ops
+    def _op_init(self, c: dict[str, Any]) -> dict[str, Any]:
+        """``{op: init, now_ns, goal, cluster_id}``: create the root (first entry of a log)."""
+        if self.initialised:
+            raise InvalidArgument("namespace already initialised")
+        root = Inode(
+            ROOT_INODE,
+            stat.S_IFDIR | 0o755,
+            uid=0,
+            gid=0,
+            now_ns=c["now_ns"],
+            goal=int(c["goal"]),
+            nlink=2,
+        )
+        root.parent = ROOT_INODE
+        root.entries = {}
+        self.inodes[ROOT_INODE] = root
+        self.n_dirs += 1
+        self.cluster_id = str(c["cluster_id"])
+        return root.attr()
+
+    def _op_mknod(self, c: dict[str, Any]) -> dict[str, Any]:
+        """``{parent, name, mode, rdev, cred}``: regular file, FIFO, socket or device."""
+        mode = int(c["mode"])
+        kind = stat.S_IFMT(mode) or stat.S_IFREG
+        if kind == stat.S_IFDIR:
+            raise NotPermitted("mknod cannot create a directory")
+        if kind not in _MKNOD_TYPES:
+            raise InvalidArgument(f"mknod cannot create file type {kind:o}")
+        d = self._child_slot(c["parent"], c["name"])
+        now = c["now_ns"]
+        rdev = int(c.get("rdev", 0)) if kind in (stat.S_IFCHR, stat.S_IFBLK) else 0
+        node = self._new_inode(d, kind | (mode & PERM_MASK), c["cred"], now, rdev)
+        if kind == stat.S_IFREG:
+            self.n_files += 1
+        return self._link_new(d, c["name"], node, now)
+
+    def _op_mkdir(self, c: dict[str, Any]) -> dict[str, Any]:
+        """``{parent, name, mode, cred}``."""
+        d = self._child_slot(c["parent"], c["name"])
+        if d.nlink >= LINK_MAX:
+            raise TooManyLinks(f"directory {d.ino} has too many subdirectories")
+        now = c["now_ns"]
+        node = self._new_inode(d, stat.S_IFDIR | (int(c["mode"]) & PERM_MASK), c["cred"], now)
+        node.nlink = 2
+        node.parent = d.ino
+        node.entries = {}
+        d.nlink += 1
+        self.n_dirs += 1
+        return self._link_new(d, c["name"], node, now)
+
+    def _op_symlink(self, c: dict[str, Any]) -> dict[str, Any]:
+        """``{parent, name, target, cred}``."""
+        target: bytes = c["target"]
+        if not target:
+            raise NotFound("empty symlink target")
+        if len(target) >= PATH_MAX:
+            raise NameTooLong(f"symlink target is {len(target)} bytes")
+        if b"\0" in target:
+            raise InvalidArgument("symlink target contains NUL")
+        d = self._child_slot(c["parent"], c["name"])
+        now = c["now_ns"]
+        node = self._new_inode(d, stat.S_IFLNK | 0o777, c["cred"], now)
+        node.target = target
+        node.size = len(target)
+        return self._link_new(d, c["name"], node, now)
+
+    def _op_link(self, c: dict[str, Any]) -> dict[str, Any]:
+        """``{ino, parent, name}``: a new hard link to a non-directory."""
+        node = self._get(c["ino"])
+        # Linux order: the new name is looked up (EEXIST) before the type check (EPERM).
+        d = self._child_slot(c["parent"], c["name"])
+        if node.is_dir:
+            raise NotPermitted("hard links to directories are not allowed")
+        if node.nlink >= LINK_MAX:
+            raise TooManyLinks(f"inode {node.ino} has {node.nlink} links")
+        now = c["now_ns"]
+        node.nlink += 1
+        node.ctime_ns = now
+        return self._link_new(d, c["name"], node, now)
+
+    def _op_unlink(self, c: dict[str, Any]) -> None:
+        """``{parent, name}``: remove a non-directory entry."""
+        check_name(c["name"])
+        d = self._dir(c["parent"])
+        assert d.entries is not None
+        child = d.entries.get(c["name"])
+        if child is None:
+            raise NotFound(f"no entry {c['name']!r} in directory {d.ino}")
+        node = self.inodes[child]
+        if node.is_dir:
+            raise IsADirectory(f"{c['name']!r} is a directory")
+        now = c["now_ns"]
+        del d.entries[c["name"]]
+        self._touch(d, now)
+        self._drop_link(node, now)
+
+    def _op_rmdir(self, c: dict[str, Any]) -> None:
+        """``{parent, name}``: remove an empty directory."""
+        check_name(c["name"])
+        d = self._dir(c["parent"])
+        assert d.entries is not None
+        child = d.entries.get(c["name"])
+        if child is None:
+            raise NotFound(f"no entry {c['name']!r} in directory {d.ino}")
+        node = self.inodes[child]
+        if node.entries is None:
+            raise NotADirectory(f"{c['name']!r} is not a directory")
+        if node.entries:
+            raise DirectoryNotEmpty(f"directory {c['name']!r} is not empty")
+        now = c["now_ns"]
+        del d.entries[c["name"]]
+        d.nlink -= 1
+        self._touch(d, now)
+        node.nlink = 0
+        self._free(node)
+
+    def _op_rename(self, c: dict[str, Any]) -> None:
+        """``{parent, name, newparent, newname, flags}`` with Linux renameat2 semantics.
+
+        Checks follow the kernel's order (do_renameat2 then vfs_rename) so that the error of a
+        request with several problems is the one Linux reports.
+        """
+        name: bytes = c["name"]
+        newname: bytes = c["newname"]
+        flags = int(c.get("flags", 0))
+        check_name(name)
+        check_name(newname)
+        if flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE) or flags == (
+            RENAME_NOREPLACE | RENAME_EXCHANGE
+        ):
+            raise InvalidArgument(f"invalid rename flags {flags}")
+        sp = self._dir(c["parent"])
+        dp = self._dir(c["newparent"])
+        assert sp.entries is not None and dp.entries is not None
+        src_ino = sp.entries.get(name)
+        if src_ino is None:
+            raise NotFound(f"no entry {name!r} in directory {sp.ino}")
+        dst_ino = dp.entries.get(newname)
+        if flags & RENAME_NOREPLACE and dst_ino is not None:
+            raise Exists(f"{newname!r} exists in directory {dp.ino}")
+        if flags & RENAME_EXCHANGE and dst_ino is None:
+            raise NotFound(f"no entry {newname!r} in directory {dp.ino}")
+        src = self.inodes[src_ino]
+        dst = self.inodes[dst_ino] if dst_ino is not None else None
+        if sp is not dp:
+            if src.is_dir and self._is_ancestor(src.ino, dp.ino):
+                raise InvalidArgument("cannot move a directory into its own subtree")
+            if dst is not None and dst.is_dir and self._is_ancestor(dst.ino, sp.ino):
+                if flags & RENAME_EXCHANGE:
+                    raise InvalidArgument("cannot exchange a directory with its own subtree")
+                raise DirectoryNotEmpty(f"{newname!r} contains the source")
+        if src is dst:
+            return  # same entry, or two hard links of one inode: POSIX says do nothing
+        now = c["now_ns"]
+        if dst is not None and flags & RENAME_EXCHANGE:
+            self._exchange(sp=sp, name=name, src=src, dp=dp, newname=newname, dst=dst, now=now)
+            return
+        if dst is not None:
+            if src.is_dir and not dst.is_dir:
+                raise NotADirectory(f"{newname!r} is not a directory")
+            if not src.is_dir and dst.is_dir:
+                raise IsADirectory(f"{newname!r} is a directory")
+            if dst.entries:
+                raise DirectoryNotEmpty(f"directory {newname!r} is not empty")
+        elif src.is_dir and sp is not dp and dp.nlink >= LINK_MAX:
+            raise TooManyLinks(f"directory {dp.ino} has too many subdirectories")
+        # ---- all checks passed: mutate ----
+        del sp.entries[name]
+        dp.entries[newname] = src.ino
+        if dst is not None:
+            if dst.is_dir:
+                dp.nlink -= 1
+                dst.nlink = 0
+                self._free(dst)
+            else:
+                self._drop_link(dst, now)
+        if src.is_dir and sp is not dp:
+            sp.nlink -= 1
+            dp.nlink += 1
+            src.parent = dp.ino
+        src.ctime_ns = now
+        self._touch(sp, now)
+        self._touch(dp, now)
+
+    def _exchange(
+        self,
+        *,
+        sp: Inode,
+        name: bytes,
+        src: Inode,
+        dp: Inode,
+        newname: bytes,
+        dst: Inode,
+        now: int,
+    ) -> None:
+        assert sp.entries is not None and dp.entries is not None
+        if sp is not dp and src.is_dir != dst.is_dir:
+            # The directory moving into the other parent adds a subdirectory link there.
+            gainer = dp if src.is_dir else sp
+            if gainer.nlink >= LINK_MAX:
+                raise TooManyLinks(f"directory {gainer.ino} has too many subdirectories")
+        sp.entries[name] = dst.ino
+        dp.entries[newname] = src.ino
+        if sp is not dp:
+            if src.is_dir:
+                sp.nlink -= 1
+                dp.nlink += 1
+                src.parent = dp.ino
+            if dst.is_dir:
+                dp.nlink -= 1
+                sp.nlink += 1
+                dst.parent = sp.ino
+        src.ctime_ns = now
+        dst.ctime_ns = now
+        self._touch(sp, now)
+        self._touch(dp, now)
+
+    def _op_setattr(self, c: dict[str, Any]) -> dict[str, Any]:
+        """``{ino, [mode], [uid], [gid], [size], [atime_ns], [mtime_ns]}`` (absent = keep).
+
+        A size change frees chunks wholly at or beyond the new size and, when shrinking,
+        reports the now-partial last chunk in ``trim`` with its ``trim_length``.
+        """
+        node = self._get(c["ino"])
+        size = c.get("size")
+        if size is not None:
+            if node.is_dir:
+                raise IsADirectory(f"inode {node.ino} is a directory")
+            if not node.is_reg:
+                raise InvalidArgument(f"inode {node.ino} is not a regular file")
+            if size < 0:
+                raise InvalidArgument("negative size")
+            if size > MAX_FILE_SIZE:
+                raise FileTooLarge(f"size {size} exceeds {MAX_FILE_SIZE}")
+        now = c["now_ns"]
+        trim: list[dict[str, Any]] = []
+        if c.get("mode") is not None:
+            node.mode = stat.S_IFMT(node.mode) | (int(c["mode"]) & PERM_MASK)
+        if c.get("uid") is not None:
+            node.uid = int(c["uid"])
+        if c.get("gid") is not None:
+            node.gid = int(c["gid"])
+        if size is not None:
+            trim = self._truncate(node, size)
+            # truncate(2) updates mtime and ctime even when the size does not change.
+            node.mtime_ns = now
+        if c.get("atime_ns") is not None:
+            node.atime_ns = now if c["atime_ns"] == TIME_NOW else int(c["atime_ns"])
+        if c.get("mtime_ns") is not None:
+            node.mtime_ns = now if c["mtime_ns"] == TIME_NOW else int(c["mtime_ns"])
+        node.ctime_ns = now
+        return {"attr": node.attr(), "trim": trim}
+
+    def _truncate(self, node: Inode, size: int) -> list[dict[str, Any]]:
+        old = node.size
+        node.size = size
+        if size >= old or not node.chunks:
+            return []
+        # Chunks starting at or beyond the new size hold no file data any more.
+        first_gone = -(-size // CHUNK_SIZE)
+        for index in sorted(i for i in node.chunks if i >= first_gone):
+            cid = node.chunks.pop(index)
+            del self.chunks[cid]
+            self._freed.append(cid)
+        if not node.chunks:
+            node.chunks = None
+        partial = size % CHUNK_SIZE
+        last = size // CHUNK_SIZE
+        if partial and node.chunks and last in node.chunks:
+            return [{**self._chunk_desc(node.chunks[last]), "trim_length": partial}]
+        return []
+
+    def _op_setxattr(self, c: dict[str, Any]) -> None:
+        """``{ino, name, value, flags}`` (XATTR_CREATE=1, XATTR_REPLACE=2)."""
+        node = self._get(c["ino"])
+        name: bytes = c["name"]
+        value: bytes = c["value"]
+        flags = int(c.get("flags", 0))
+        if flags & ~(XATTR_CREATE | XATTR_REPLACE) or flags == XATTR_CREATE | XATTR_REPLACE:
+            raise InvalidArgument(f"invalid xattr flags {flags}")
+        if not name or len(name) > XATTR_NAME_MAX:
+            raise RangeError(f"xattr name length {len(name)} is out of range")
+        if b"\0" in name:
+            raise InvalidArgument("xattr name contains NUL")
+        if len(value) > XATTR_SIZE_MAX:
+            raise RangeError(f"xattr value of {len(value)} bytes exceeds {XATTR_SIZE_MAX}")
+        present = node.xattrs is not None and name in node.xattrs
+        if flags & XATTR_CREATE and present:
+            raise Exists(f"attribute {name!r} exists")
+        if flags & XATTR_REPLACE and not present:
+            raise NoAttribute(f"no attribute {name!r}")
+        if node.xattrs is None:
+            node.xattrs = {}
+        node.xattrs[name] = value
+        node.ctime_ns = c["now_ns"]
+
+    def _op_removexattr(self, c: dict[str, Any]) -> None:
+        """``{ino, name}``."""
+        node = self._get(c["ino"])
+        if not node.xattrs or c["name"] not in node.xattrs:
+            raise NoAttribute(f"no attribute {c['name']!r}")
+        del node.xattrs[c["name"]]
+        if not node.xattrs:
+            node.xattrs = None
+        node.ctime_ns = c["now_ns"]
+
+    def _op_alloc_chunk(self, c: dict[str, Any]) -> dict[str, Any]:
+        """``{ino, index, [servers]}``: the chunk at ``index``, created (version 1) if absent.
+
+        ``servers`` (chosen by the leader before proposing) is not part of the state: replica
+        locations are soft state; the committer's apply hook hands them to the registry.
+        The result carries ``created``.
+        """
+        node = self._regular(c["ino"])
+        index = int(c["index"])
+        if index < 0:
+            raise InvalidArgument("negative chunk index")
+        if index * CHUNK_SIZE >= MAX_FILE_SIZE:
+            raise FileTooLarge(f"chunk index {index} is beyond the largest file size")
+        if node.chunks is not None and index in node.chunks:
+            return {**self._chunk_desc(node.chunks[index]), "created": False}
+        cid = ChunkId(self.next_chunk_id)
+        self.next_chunk_id += 1
+        if node.chunks is None:
+            node.chunks = {}
+        node.chunks[index] = cid
+        self.chunks[cid] = (node.ino, index, ChunkVersion(1))
+        return {**self._chunk_desc(cid), "created": True}
+
+    def _op_commit_write(self, c: dict[str, Any]) -> dict[str, Any]:
+        """``{ino, size, mtime_ns}``: data up to ``size`` is on the chunkservers."""
+        node = self._regular(c["ino"])
+        size = int(c["size"])
+        if size < 0:
+            raise InvalidArgument("negative size")
+        if size > MAX_FILE_SIZE:
+            raise FileTooLarge(f"size {size} exceeds {MAX_FILE_SIZE}")
+        now = c["now_ns"]
+        node.size = max(node.size, size)
+        mtime = c.get("mtime_ns", TIME_NOW)
+        node.mtime_ns = now if mtime is None or mtime == TIME_NOW else int(mtime)
+        node.ctime_ns = now
+        return node.attr()

@@ -1,0 +1,1 @@
+"""Cluster identity: the cluster CA, role-bearing certificates and mutual-TLS contexts."""

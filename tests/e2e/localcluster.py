@@ -1,0 +1,99 @@
+"""Drive a real local cluster through the ``dfs`` command, as a user would."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+DFS = [sys.executable, "-m", "dfs"]
+
+
+def need_fuse() -> None:
+    if os.geteuid() != 0 or not os.path.exists("/dev/fuse"):
+        pytest.skip("real-mount tests need root and /dev/fuse")
+
+
+def run_dfs(
+    *args: str, timeout: float = 120, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [*DFS, *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"dfs {' '.join(args)} exited {proc.returncode}\n"
+            f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+        )
+    return proc
+
+
+@dataclass
+class Cluster:
+    state: Path
+    mnt: Path
+
+    def up(self) -> subprocess.CompletedProcess[str]:
+        return run_dfs("local", "up", "--dir", str(self.state), "--mount", str(self.mnt))
+
+    def down(self) -> subprocess.CompletedProcess[str]:
+        return run_dfs("local", "down", "--dir", str(self.state))
+
+    def status(self) -> dict[str, Any]:
+        out = run_dfs("local", "status", "--dir", str(self.state), "--json", check=False)
+        result: dict[str, Any] = json.loads(out.stdout)
+        return result
+
+    def admin_status(self) -> dict[str, Any]:
+        out = run_dfs("status", "--config", str(self.state / "admin.toml"), "--json", check=False)
+        result: dict[str, Any] = json.loads(out.stdout)
+        return result
+
+    def pid(self, proc_id: str) -> int:
+        return int((self.state / "run" / f"{proc_id}.pid").read_text())
+
+    def chunk_dirs(self) -> list[Path]:
+        return sorted((self.state / "data").glob("cs*"))
+
+    def log(self, proc_id: str) -> str:
+        return (self.state / "logs" / f"{proc_id}.log").read_text(errors="replace")
+
+    def force_cleanup(self) -> None:
+        """Last resort after a failed test: detach the mount and kill what is left."""
+        subprocess.run(["umount", "-l", str(self.mnt)], capture_output=True, check=False)
+        for pid_file in (self.state / "run").glob("*.pid"):
+            with contextlib.suppress(ValueError, OSError):
+                os.kill(int(pid_file.read_text()), signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def local_cluster(tmp: Path) -> Iterator[Cluster]:
+    need_fuse()
+    cluster = Cluster(state=tmp / "state", mnt=tmp / "mnt")
+    cluster.up()
+    try:
+        yield cluster
+    finally:
+        try:
+            cluster.down()
+        finally:
+            cluster.force_cleanup()
+
+
+def wait_for(pred: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")

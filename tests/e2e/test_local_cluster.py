@@ -1,0 +1,323 @@
+"""A real local cluster (metaserver, three chunkservers, a kernel FUSE mount) used with shell tools.
+
+These tests start the ``dfs`` command as subprocesses, exactly as a user would, and check the
+mount against a local directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.localcluster import Cluster, local_cluster, run_dfs, wait_for
+
+pytestmark = pytest.mark.mount
+
+
+def sh(cmd: str, cwd: Path, timeout: float = 300) -> str:
+    proc = subprocess.run(
+        cmd, shell=True, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    assert proc.returncode == 0, (
+        f"{cmd!r} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+    )
+    return proc.stdout
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """sha256 of every regular file, the target of every symlink, and every directory."""
+    out: dict[str, str] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel_dir = os.path.relpath(dirpath, root)
+        out[rel_dir + "/"] = "dir"
+        for name in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
+            p = os.path.join(dirpath, name)
+            rel = os.path.join(rel_dir, name)
+            if os.path.islink(p):
+                out[rel] = "link:" + os.readlink(p)
+            else:
+                h = hashlib.sha256()
+                with open(p, "rb") as f:
+                    while block := f.read(1 << 20):
+                        h.update(block)
+                out[rel] = h.hexdigest()
+    return out
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    with local_cluster(tmp_path_factory.mktemp("dfs")) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def source_tarball(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real source tree with thousands of files: the Python standard library's own sources."""
+    stdlib = Path(os.__file__).parent
+    out = tmp_path_factory.mktemp("tarball") / "stdlib.tar.gz"
+    count = 0
+    with tarfile.open(out, "w:gz") as tf:
+        for sub in (
+            "email",
+            "json",
+            "asyncio",
+            "unittest",
+            "idlelib",
+            "lib2to3",
+            "xml",
+            "distutils",
+            "tkinter",
+            "encodings",
+            "multiprocessing",
+            "concurrent",
+        ):
+            if (stdlib / sub).exists():
+                tf.add(stdlib / sub, arcname=f"stdlib/{sub}")
+                count += sum(1 for _ in (stdlib / sub).rglob("*"))
+    assert count > 2000, f"only {count} files in the test tarball"
+    return out
+
+
+def test_tar_extract_matches_local(cluster: Cluster, source_tarball: Path, tmp_path: Path) -> None:
+    local = tmp_path / "local"
+    local.mkdir()
+    remote = cluster.mnt / "tar"
+    remote.mkdir()
+    sh(f"tar -xzf {source_tarball}", cwd=local)
+    sh(f"tar -xzf {source_tarball}", cwd=remote)
+    sh(f"diff -r --no-dereference {local} {remote}", cwd=tmp_path)
+    assert tree_digest(local) == tree_digest(remote)
+    # Same modes, owners and mtimes as the local extraction (tar restores them).
+    for rel in ("stdlib/json/__init__.py", "stdlib/email", "stdlib/email/mime/text.py"):
+        a, b = os.lstat(local / rel), os.lstat(remote / rel)
+        assert (a.st_mode, a.st_mtime_ns, a.st_uid, a.st_gid) == (
+            b.st_mode,
+            b.st_mtime_ns,
+            b.st_uid,
+            b.st_gid,
+        ), rel
+
+
+def test_shell_tools_behave_as_on_local_disk(cluster: Cluster, tmp_path: Path) -> None:
+    base = cluster.mnt / "tools"
+    base.mkdir()
+    (base / "a.txt").write_bytes(b"hello\n" * 1000)
+    sh("cp -a a.txt b.txt && mv b.txt c.txt && ln c.txt d.txt && ln -s c.txt e.lnk", cwd=base)
+    assert os.stat(base / "c.txt").st_nlink == 2
+    assert os.readlink(base / "e.lnk") == "c.txt"
+    assert (base / "e.lnk").read_bytes() == b"hello\n" * 1000
+    sh("chmod 640 c.txt && touch -d '2001-02-03 04:05:06' c.txt", cwd=base)
+    st = os.stat(base / "d.txt")
+    assert st.st_mode & 0o777 == 0o640
+    assert int(st.st_mtime) == int(
+        subprocess.check_output(["date", "-d", "2001-02-03 04:05:06", "+%s"])
+    )
+    sh("mkdir -p x/y/z && cp -a a.txt x/y/z/ && cp -a x x2", cwd=base)
+    found = sh("find . -name a.txt | sort", cwd=base).split()
+    assert found == ["./a.txt", "./x/y/z/a.txt", "./x2/y/z/a.txt"]
+    du = int(sh("du -sk .", cwd=base).split()[0])
+    assert du >= 6 * 3  # three 6000-byte files at least
+    sh("rm -rf x2 && rmdir x/y/z 2>/dev/null || true", cwd=base)
+    assert not (base / "x2").exists()
+    # xattrs
+    os.setxattr(base / "a.txt", "user.color", b"blue")
+    assert os.getxattr(base / "a.txt", "user.color") == b"blue"
+    assert "user.color" in os.listxattr(base / "a.txt")
+    os.removexattr(base / "a.txt", "user.color")
+    assert "user.color" not in os.listxattr(base / "a.txt")
+
+
+def test_git_commit_works(cluster: Cluster) -> None:
+    repo = cluster.mnt / "repo"
+    repo.mkdir()
+    (repo / "README").write_text("dfs\n")
+    (repo / "src").mkdir()
+    for i in range(50):
+        (repo / "src" / f"f{i}.py").write_text(f"x = {i}\n" * (i + 1))
+    env = "git -c user.name=t -c user.email=t@example.invalid"
+    sh(f"git init -q && {env} add -A && {env} commit -q -m first", cwd=repo)
+    (repo / "README").write_text("dfs, again\n")
+    sh(f"{env} commit -q -am second && git fsck --strict 2>&1", cwd=repo)
+    log = sh("git log --oneline", cwd=repo).splitlines()
+    assert len(log) == 2
+    assert sh("git status --porcelain", cwd=repo) == ""
+
+
+def test_new_files_belong_to_calling_user(cluster: Cluster) -> None:
+    d = cluster.mnt / "owners"
+    d.mkdir(mode=0o777)
+    os.chmod(d, 0o777)
+    # Relative names from a working directory inside the mount: the test's temp path is not
+    # traversable by other users.
+    code = "import os; open('mine', 'w').write('x'); os.mkdir('dir')"
+    subprocess.run(
+        ["setpriv", "--reuid=4321", "--regid=4322", "--clear-groups", sys.executable, "-c", code],
+        check=True,
+        timeout=60,
+        cwd=d,
+    )
+    for name in ("mine", "dir"):
+        st = os.stat(d / name)
+        assert (st.st_uid, st.st_gid) == (4321, 4322)
+
+
+def test_large_file_round_trip_and_truncate(cluster: Cluster) -> None:
+    path = cluster.mnt / "big.bin"
+    data = os.urandom(3 << 20) * 30  # 90 MiB: spans two chunks
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    assert path.stat().st_size == len(data)
+    assert hashlib.sha256(path.read_bytes()).digest() == hashlib.sha256(data).digest()
+    with open(path, "r+b") as f:
+        f.seek(70 << 20)
+        f.write(b"Z" * 100)
+        f.truncate(65 << 20)
+    got = path.read_bytes()
+    assert len(got) == 65 << 20
+    assert got == data[: 65 << 20]
+    with open(path, "r+b") as f:
+        f.truncate(66 << 20)  # the re-extended range reads as zeros
+    assert path.read_bytes()[65 << 20 :] == bytes(1 << 20)
+    path.unlink()
+
+
+def test_plaintext_and_foreign_certificates_are_refused(cluster: Cluster, tmp_path: Path) -> None:
+    from tests.helpers.certs import make_foreign_cert
+
+    ports = [p["address"] for p in cluster.status()["processes"] if p["role"] != "mount"]
+    assert len(ports) == 4
+    foreign = make_foreign_cert(tmp_path)
+    for address in ports:
+        host, _, port = address.rpartition(":")
+        # Plaintext: the server must close the connection without answering a frame.
+        with socket.create_connection((host, int(port)), timeout=5) as s:
+            s.sendall(b"\x00\x00\x00\x10" + b"{" * 16)
+            s.settimeout(10)
+            try:
+                reply = s.recv(100)
+            except (ConnectionResetError, TimeoutError):
+                reply = b""
+            assert not reply.startswith(b"\x00"), f"{address} answered plaintext"
+        # A certificate from another CA: the TLS handshake fails.
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.load_verify_locations(str(cluster.state / "ca" / "ca.crt"))
+        ctx.load_cert_chain(str(foreign.cert), str(foreign.key))
+        with (
+            socket.create_connection((host, int(port)), timeout=5) as raw,
+            pytest.raises((ssl.SSLError, ConnectionResetError, BrokenPipeError, OSError)),
+            ctx.wrap_socket(raw) as tls,
+        ):
+            # TLS 1.3: the client certificate is checked after the client's Finished; the
+            # refusal shows on the first read.
+            tls.settimeout(10)
+            tls.sendall(b"\x00\x00\x00\x01\x80")
+            if not tls.recv(1):
+                raise ConnectionResetError("closed")
+    # The cluster still works afterwards.
+    (cluster.mnt / "after-refusals").write_text("ok")
+    assert (cluster.mnt / "after-refusals").read_text() == "ok"
+
+
+def test_kill_chunkserver_files_still_read(cluster: Cluster) -> None:
+    d = cluster.mnt / "survive"
+    d.mkdir()
+    files = {f"f{i}": os.urandom(1 << 20) + os.urandom(i * 1000) for i in range(10)}
+    for name, data in files.items():
+        (d / name).write_bytes(data)
+    victim = "cs2"
+    os.kill(cluster.pid(victim), signal.SIGKILL)
+    try:
+        subprocess.run(["sync"], check=True)
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3\n")
+        for name, data in files.items():
+            assert (d / name).read_bytes() == data, name
+    finally:
+        # A second `up` starts whatever is not running.
+        out = cluster.up().stdout
+        assert victim in out
+    wait_for(
+        lambda: all(
+            p["health"] in ("alive", "leader", "mounted") for p in cluster.status()["processes"]
+        ),
+        30,
+        "the restarted chunkserver to be alive",
+    )
+
+
+def test_flipped_byte_is_detected_and_reported(cluster: Cluster) -> None:
+    path = cluster.mnt / "flip.bin"
+    data = os.urandom(2 << 20)
+    path.write_bytes(data)
+    # Flip one byte in one replica's chunk file.
+    chunk_files = [
+        p
+        for d in cluster.chunk_dirs()
+        for p in (d / "chunks").rglob("*")
+        if p.is_file() and p.stat().st_size == len(data)
+    ]
+    assert len(chunk_files) >= 2, chunk_files
+    victim = chunk_files[0]
+    with open(victim, "r+b") as f:
+        f.seek(123_457)
+        b = f.read(1)
+        f.seek(123_457)
+        f.write(bytes([b[0] ^ 0xFF]))
+    # Read it many times from a cold cache: whichever replica is chosen, the bytes are right.
+    for _ in range(6):
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3\n")
+        assert path.read_bytes() == data
+    logs = "".join(cluster.log(f"cs{i}") for i in range(1, 4)) + cluster.log("m1")
+    assert "corrupt" in logs.lower()
+
+
+def test_down_up_keeps_tree_and_bytes(cluster: Cluster, source_tarball: Path) -> None:
+    target = cluster.mnt / "persist"
+    target.mkdir()
+    sh(f"tar -xzf {source_tarball} stdlib/json stdlib/email", cwd=target)
+    (target / "big").write_bytes(os.urandom(5 << 20))
+    before = tree_digest(cluster.mnt)
+    cluster.down()
+    assert not any(p["pid"] for p in cluster.status()["processes"])
+    cluster.up()
+    assert tree_digest(cluster.mnt) == before
+
+
+def test_local_status_json(cluster: Cluster) -> None:
+    st = cluster.status()
+    roles = sorted(p["role"] for p in st["processes"])
+    assert roles == ["chunkserver", "chunkserver", "chunkserver", "metaserver", "mount"]
+    assert st["healthy"] is True
+    for p in st["processes"]:
+        assert p["pid"] and p["address"]
+    admin = cluster.admin_status()
+    assert len(admin["chunkservers"]) == 3
+
+
+def test_user_mistakes_are_one_line(tmp_path: Path) -> None:
+    for args in (
+        ["mount", str(tmp_path / "nope"), "--config", str(tmp_path / "missing.toml")],
+        ["local", "status", "--dir", str(tmp_path / "none")],
+        ["ca", "issue", "--role", "client", "x", "--ca", str(tmp_path / "noca")],
+        ["metaserver", "--config", str(tmp_path / "missing.toml")],
+    ):
+        proc = run_dfs(*args, check=False)
+        assert proc.returncode != 0
+        assert "Traceback" not in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    shutil.rmtree(tmp_path, ignore_errors=True)

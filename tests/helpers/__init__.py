@@ -1,0 +1,1 @@
+"""Plain helper functions shared by test folders (no fixtures here)."""

@@ -1,0 +1,159 @@
+"""The soft-state registry: placement, liveness, replica locations, deletions, bad replicas."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from dfs.errors import NoSpace, NotFound
+from dfs.metaserver.registry import ChunkserverInfo, Registry
+from dfs.types import CHUNK_SIZE, ChunkId
+from tests.metaserver.nsutil import ROOT, Driver
+
+pytestmark = pytest.mark.unit
+
+GiB = 1 << 30
+
+
+def make(servers: list[tuple[str, str, int]], timeout: float = 10.0) -> tuple[Driver, Registry]:
+    d = Driver()
+    reg = Registry(d.ns, timeout=timeout)
+    for sid, zone, free in servers:
+        reg.register(
+            server_id=sid,
+            address=f"10.0.0.{sid[-1]}:9430",
+            zone=zone,
+            capacity=100 * GiB,
+            free=free,
+            chunks=[],
+            now=0.0,
+        )
+    return d, reg
+
+
+def ids(chosen: list[ChunkserverInfo]) -> list[str]:
+    return [s.id for s in chosen]
+
+
+def test_placement_most_free_one_per_zone() -> None:
+    _, reg = make([("s1", "z1", 90 * GiB), ("s2", "z1", 80 * GiB), ("s3", "z2", 10 * GiB)])
+    assert ids(reg.place(2, 1.0)) == ["s1", "s3"]  # s2 has more space but shares s1's zone
+    _, reg = make([("s1", "z1", 90 * GiB), ("s2", "z1", 80 * GiB), ("s3", "z2", 10 * GiB)])
+    assert ids(reg.place(3, 1.0)) == ["s1", "s3", "s2"]  # no choice left: zones repeat
+
+
+def test_placement_fewer_servers_than_goal_and_none() -> None:
+    _, reg = make([("s1", "z1", GiB)])
+    assert ids(reg.place(3, 1.0)) == ["s1"]
+    _, empty = make([])
+    with pytest.raises(NoSpace):
+        empty.place(2, 1.0)
+
+
+def test_placement_spreads_between_heartbeats() -> None:
+    _, reg = make([("s1", "z1", 10 * GiB), ("s2", "z2", 10 * GiB - CHUNK_SIZE // 2)])
+    first = ids(reg.place(1, 1.0))
+    second = ids(reg.place(1, 1.0))
+    assert first == ["s1"] and second == ["s2"]
+
+
+def test_dead_servers_are_not_used(caplog: pytest.LogCaptureFixture) -> None:
+    _, reg = make([("s1", "z1", 90 * GiB), ("s2", "z2", 10 * GiB)], timeout=10.0)
+    reg.heartbeat(server_id="s2", capacity=100 * GiB, free=10 * GiB, now=8.0)
+    with caplog.at_level(logging.WARNING):
+        assert reg.check_liveness(12.0) == ["s1"]
+    assert "s1" in caplog.text
+    assert ids(reg.place(2, 12.0)) == ["s2"]
+    assert [s["state"] for s in reg.status(12.0)] == ["dead", "alive"]
+    reg.heartbeat(server_id="s1", capacity=100 * GiB, free=GiB, now=13.0)
+    assert reg.status(13.0)[0]["state"] == "alive"
+
+
+def test_heartbeat_from_unknown_server() -> None:
+    _, reg = make([])
+    with pytest.raises(NotFound):
+        reg.heartbeat(server_id="ghost", capacity=1, free=1, now=0.0)
+
+
+def test_register_sorts_replicas(caplog: pytest.LogCaptureFixture) -> None:
+    d, reg = make([])
+    f = d.create(ROOT, b"f")
+    live = d.do("alloc_chunk", ino=f, index=0)["chunk_id"]
+    gone = d.do("alloc_chunk", ino=f, index=1)["chunk_id"]
+    d.do("commit_write", ino=f, size=2 * CHUNK_SIZE, mtime_ns=-1)
+    d.do("setattr", ino=f, size=10)  # drops chunk index 1: orphan from now on
+    d.ns.take_freed_chunks()
+    foreign = d.ns.next_chunk_id + 100
+    with caplog.at_level(logging.WARNING):
+        reg.register(
+            server_id="s1",
+            address="a:1",
+            zone="z",
+            capacity=GiB,
+            free=GiB,
+            chunks=[(live, 1), (gone, 1), (foreign, 1)],
+            now=0.0,
+        )
+    assert "does not know" in caplog.text
+    assert reg.live_servers(live, 0.0) == [{"id": "s1", "address": "a:1"}]
+    assert reg.heartbeat(server_id="s1", capacity=GiB, free=GiB, now=1.0) == [gone]
+    assert reg.heartbeat(server_id="s1", capacity=GiB, free=GiB, now=2.0) == []  # handed out once
+    # re-registration replaces what was known about the server
+    reg.register(
+        server_id="s1", address="a:2", zone="z", capacity=GiB, free=GiB, chunks=[], now=3.0
+    )
+    assert reg.live_servers(live, 3.0) == []
+    assert reg.status(3.0)[0]["chunks"] == 0
+
+
+def test_stale_version_is_deleted() -> None:
+    d, reg = make([])
+    f = d.create(ROOT, b"f")
+    cid = d.do("alloc_chunk", ino=f, index=0)["chunk_id"]
+    d.ns.chunks[ChunkId(cid)] = (d.ns.chunks[ChunkId(cid)][0], 0, 2)  # type: ignore[assignment]
+    reg.register(
+        server_id="s1", address="a:1", zone="z", capacity=1, free=1, chunks=[(cid, 1)], now=0
+    )
+    assert reg.pending_deletions("s1") == {cid}
+    assert reg.live_servers(cid, 0) == []
+
+
+def test_freed_chunks_are_deleted_where_they_are() -> None:
+    _, reg = make([("s1", "z1", GiB), ("s2", "z2", GiB)])
+    reg.add_replicas(7, ["s1", "s2"])
+    reg.forget_chunks([ChunkId(7)])
+    assert reg.live_servers(7, 1.0) == []
+    assert reg.heartbeat(server_id="s1", capacity=GiB, free=GiB, now=1.0) == [7]
+    assert reg.heartbeat(server_id="s2", capacity=GiB, free=GiB, now=1.0) == [7]
+
+
+def test_bad_replicas_are_hidden(caplog: pytest.LogCaptureFixture) -> None:
+    d, reg = make([("s1", "z1", GiB), ("s2", "z2", GiB)])
+    f = d.create(ROOT, b"f")
+    cid = d.do("alloc_chunk", ino=f, index=0)["chunk_id"]
+    reg.add_replicas(cid, ["s1", "s2"])
+    with caplog.at_level(logging.WARNING):
+        reg.report_bad(server_id="s1", chunk_id=cid, version=1, reason="checksum")
+    assert "bad replica" in caplog.text
+    assert reg.live_servers(cid, 1.0) == [{"id": "s2", "address": "10.0.0.2:9430"}]
+    assert reg.health(1.0) == (1, 0)  # goal 2, one good replica
+    # a re-registration does not bring the bad replica back
+    reg.register(
+        server_id="s1", address="x:1", zone="z1", capacity=GiB, free=GiB, chunks=[(cid, 1)], now=2.0
+    )
+    assert [s["id"] for s in reg.live_servers(cid, 2.0)] == ["s2"]
+    reg.forget_chunks([ChunkId(cid)])
+    assert cid in reg.pending_deletions("s1")
+
+
+def test_health_and_totals() -> None:
+    d, reg = make([("s1", "z1", GiB), ("s2", "z2", 2 * GiB)], timeout=5.0)
+    f = d.create(ROOT, b"f")
+    c0 = d.do("alloc_chunk", ino=f, index=0)["chunk_id"]
+    d.do("alloc_chunk", ino=f, index=1)
+    reg.add_replicas(c0, ["s1", "s2"])
+    assert reg.health(1.0) == (0, 1)
+    assert reg.totals(1.0) == (200 * GiB, 3 * GiB, 2)
+    assert reg.health(6.0) == (0, 2)  # everyone silent for longer than the timeout
+    assert reg.totals(6.0) == (0, 0, 0)
