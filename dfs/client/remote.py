@@ -225,6 +225,8 @@ class RpcChunkClient:
                         "length": length,
                     },
                     timeout=self._timeout,
+                    # Another replica may serve it: do not wait for this one to come back.
+                    fail_fast=True,
                 )
                 return bytes(data)
             except _REPLICA_ERRORS as exc:

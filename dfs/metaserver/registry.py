@@ -231,6 +231,7 @@ class Registry:
                 "state": "alive" if self._alive(s, now) else "dead",
                 "last_heartbeat_age": now - s.last_heartbeat,
                 "chunks": len(self._held.get(s.id, ())),
+                "bad_replicas": sum(1 for holders in self.bad.values() if s.id in holders),
             }
             for s in sorted(self.servers.values(), key=lambda s: s.id)
         ]

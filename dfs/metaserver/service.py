@@ -310,5 +310,10 @@ class MetaService:
                 }
             ],
             "chunkservers": self.registry.status(now),
-            "counts": {**self.ns.counts(), "under_goal": under, "missing": missing},
+            "counts": {
+                **self.ns.counts(),
+                "under_goal": under,
+                "missing": missing,
+                "bad_replicas": sum(len(h) for h in self.registry.bad.values()),
+            },
         }

@@ -199,26 +199,38 @@ class RpcClient:
         params: Any,
         *,
         timeout: float = 30.0,  # noqa: ASYNC109 - a per-call deadline is this API's contract
+        fail_fast: bool = False,
     ) -> Any:
-        """Call ``method`` and return its result; see the module docstring for the errors."""
+        """Call ``method`` and return its result; see the module docstring for the errors.
+
+        ``fail_fast``: when the server cannot be reached (or is in its reconnect backoff),
+        raise ``Unavailable`` at once instead of retrying until the deadline; for callers that
+        have somewhere else to go, such as a reader with other replicas.
+        """
         self._stats.calls += 1
         self._stats.in_flight += 1
         try:
-            return await self._call(method, params, timeout)
+            return await self._call(method, params, timeout, fail_fast)
         except BaseException:
             self._stats.failures += 1
             raise
         finally:
             self._stats.in_flight -= 1
 
-    async def _call(self, method: str, params: Any, timeout: float) -> Any:  # noqa: ASYNC109
+    async def _call(
+        self,
+        method: str,
+        params: Any,
+        timeout: float,  # noqa: ASYNC109
+        fail_fast: bool,
+    ) -> Any:
         if self._nursery is None:
             raise RuntimeError("RpcClient must be used as 'async with RpcClient(...)'")
         waiting_for_answer = False
         with trio.move_on_after(timeout):
             while True:
                 waiting_for_answer = False
-                conn = await self._connection()
+                conn = await self._connection(fail_fast)
                 waiting_for_answer = True
                 msgid = next(self._msgids)
                 frame = conn.codec.send_request(msgid, method, params)
@@ -252,7 +264,7 @@ class RpcClient:
             address=self.address,
         )
 
-    async def _connection(self) -> _Connection:
+    async def _connection(self, fail_fast: bool = False) -> _Connection:
         """The live connection, connecting (with backoff) if needed; cancelled at the deadline."""
         conn = self._conn
         if conn is not None and conn.alive:
@@ -264,6 +276,10 @@ class RpcClient:
                 conn = self._conn
                 if conn is not None and conn.alive:
                     return conn
+                if fail_fast and self._next_attempt > trio.current_time():
+                    raise Unavailable(
+                        f"{self.address} unreachable: {self._last_error}", address=self.address
+                    )
                 await trio.sleep_until(self._next_attempt)
                 try:
                     conn = await self._connect()
@@ -276,6 +292,10 @@ class RpcClient:
                     log.debug(
                         "connect to %s failed (%s); retry in %.3f s", self.address, exc, delay
                     )
+                    if fail_fast:
+                        raise Unavailable(
+                            f"{self.address} unreachable: {exc}", address=self.address
+                        ) from None
                     continue
                 self._backoff = 0.0
                 self._stats.connects += 1
@@ -453,9 +473,10 @@ class RpcClientPool:
         params: Any,
         *,
         timeout: float = 30.0,  # noqa: ASYNC109 - same contract as RpcClient.call
+        fail_fast: bool = False,
     ) -> Any:
         """``RpcClient.call`` on the client for ``address``."""
-        return await self.client(address).call(method, params, timeout=timeout)
+        return await self.client(address).call(method, params, timeout=timeout, fail_fast=fail_fast)
 
     def discard(self, address: str) -> None:
         """Close and forget the client of ``address`` (a server that left the cluster)."""
