@@ -14,7 +14,7 @@ from typing import Any
 
 import trio
 
-from dfs.errors import BadRequest
+from dfs.errors import BadRequest, Unauthorized
 from dfs.metaserver.commit import Committer
 from dfs.metaserver.registry import Registry
 from dfs.rpc.dispatch import Dispatcher, Handler
@@ -252,8 +252,20 @@ class MetaService:
         )
 
     # ------------------------------------------------------------------ cs.*
+    @staticmethod
+    def _server_id(peer: Peer, p: Params) -> str:
+        """The chunkserver id of a request; a chunkserver may speak only for itself (the id
+        must be its certificate's name), so one cannot pose as another.  Admin may name any."""
+        server_id = p.str("id", max_len=256)
+        if peer.role is Role.CHUNKSERVER and server_id != peer.name:
+            raise Unauthorized(
+                f"certificate {peer.name!r} may not act as chunkserver {server_id!r}"
+            )
+        return server_id
+
     async def cs_register(self, peer: Peer, params: dict[str, Any]) -> Any:
         p = Params(params)
+        server_id = self._server_id(peer, p)
         chunks: list[tuple[int, int]] = []
         for i, item in enumerate(p.list("chunks")):
             if (
@@ -264,7 +276,7 @@ class MetaService:
                 raise BadRequest(f"param 'chunks'[{i}] must be [chunk_id, version]")
             chunks.append((item[0], item[1]))
         self.registry.register(
-            server_id=p.str("id", max_len=256),
+            server_id=server_id,
             address=p.str("address", max_len=512),
             zone=p.str("zone", max_len=256),
             capacity=p.int("capacity", min=0),
@@ -277,7 +289,7 @@ class MetaService:
     async def cs_heartbeat(self, peer: Peer, params: dict[str, Any]) -> Any:
         p = Params(params)
         delete = self.registry.heartbeat(
-            server_id=p.str("id", max_len=256),
+            server_id=self._server_id(peer, p),
             capacity=p.int("capacity", min=0),
             free=p.int("free", min=0),
             now=trio.current_time(),

@@ -130,7 +130,7 @@ async def test_chunk_lifecycle_with_a_chunkserver(certs: Certs, tmp_path: Path) 
         reg = await cs.call(
             "cs.register",
             {
-                "id": "cs1",
+                "id": "chunkserver-1",
                 "address": "127.0.0.1:9999",
                 "zone": "z1",
                 "capacity": 10 * GiB,
@@ -143,7 +143,7 @@ async def test_chunk_lifecycle_with_a_chunkserver(certs: Certs, tmp_path: Path) 
             "fs.mknod",
             {"parent": 1, "name": b"f", "mode": stat.S_IFREG | 0o644, "rdev": 0, "cred": CRED},
         )
-        server = {"id": "cs1", "address": "127.0.0.1:9999"}
+        server = {"id": "chunkserver-1", "address": "127.0.0.1:9999"}
         chunk = await c.call("file.alloc_chunk", {"ino": f["ino"], "index": 1})
         assert chunk == {"index": 1, "chunk_id": 1, "version": 1, "servers": [server]}
         assert await c.call("file.alloc_chunk", {"ino": f["ino"], "index": 1}) == chunk
@@ -158,12 +158,19 @@ async def test_chunk_lifecycle_with_a_chunkserver(certs: Certs, tmp_path: Path) 
         assert (attr["size"], attr["mtime_ns"]) == (CHUNK_SIZE + 10, 5)
         r = await c.call("fs.setattr", {"ino": f["ino"], "cred": CRED, "size": 100})
         assert r["trim"] == [{**chunk0, "trim_length": 100}]
-        hb = await cs.call("cs.heartbeat", {"id": "cs1", "capacity": 10 * GiB, "free": 9 * GiB})
+        hb = await cs.call(
+            "cs.heartbeat", {"id": "chunkserver-1", "capacity": 10 * GiB, "free": 9 * GiB}
+        )
         assert hb == {"delete": [chunk["chunk_id"]]}
         # a client reports a bad replica: file.chunks stops offering that server
         await c.call(
             "cs.report_bad",
-            {"id": "cs1", "chunk_id": chunk0["chunk_id"], "version": 1, "reason": "checksum"},
+            {
+                "id": "chunkserver-1",
+                "chunk_id": chunk0["chunk_id"],
+                "version": 1,
+                "reason": "checksum",
+            },
         )
         got = await c.call("file.chunks", {"ino": f["ino"], "first": 0, "count": 8})
         assert got == [{**chunk0, "servers": []}]
@@ -174,11 +181,13 @@ async def test_chunk_lifecycle_with_a_chunkserver(certs: Certs, tmp_path: Path) 
             status["metaservers"][0]["applied_index"]
             >= status["metaservers"][0]["commit_index"] - 0
         )
-        assert status["chunkservers"][0]["id"] == "cs1"
+        assert status["chunkservers"][0]["id"] == "chunkserver-1"
         assert status["chunkservers"][0]["state"] == "alive"
         assert status["counts"]["chunks"] == 1 and status["counts"]["missing"] == 1
         await c.call("fs.unlink", {"parent": 1, "name": b"f"})
-        hb = await cs.call("cs.heartbeat", {"id": "cs1", "capacity": 10 * GiB, "free": 9 * GiB})
+        hb = await cs.call(
+            "cs.heartbeat", {"id": "chunkserver-1", "capacity": 10 * GiB, "free": 9 * GiB}
+        )
         assert hb == {"delete": [chunk0["chunk_id"]]}
 
 
@@ -198,7 +207,22 @@ async def test_roles_are_enforced(certs: Certs, tmp_path: Path) -> None:
         with pytest.raises(Unauthorized):
             await cs.call("fs.getattr", {"ino": 1})
         with pytest.raises(NotFound):
-            await cs.call("cs.heartbeat", {"id": "unregistered", "capacity": 1, "free": 1})
+            await cs.call("cs.heartbeat", {"id": "chunkserver-1", "capacity": 1, "free": 1})
+        # A chunkserver speaks only for itself: its id must be its certificate's name.
+        with pytest.raises(Unauthorized):
+            await cs.call(
+                "cs.register",
+                {
+                    "id": "other",
+                    "address": "a:1",
+                    "zone": "z",
+                    "capacity": 1,
+                    "free": 1,
+                    "chunks": [],
+                },
+            )
+        with pytest.raises(Unauthorized):
+            await cs.call("cs.heartbeat", {"id": "other", "capacity": 1, "free": 1})
 
 
 async def test_restart_keeps_everything_acknowledged(certs: Certs, tmp_path: Path) -> None:
@@ -239,7 +263,7 @@ async def test_silent_chunkserver_is_marked_dead(
         await cs.call(
             "cs.register",
             {
-                "id": "cs1",
+                "id": "chunkserver-1",
                 "address": "127.0.0.1:1",
                 "zone": "z",
                 "capacity": GiB,
@@ -253,6 +277,6 @@ async def test_silent_chunkserver_is_marked_dead(
         status = await admin.call("admin.status", {})
         assert status["chunkservers"][0]["state"] == "dead"
         assert status["chunkservers"][0]["last_heartbeat_age"] > 0.2
-        await cs.call("cs.heartbeat", {"id": "cs1", "capacity": GiB, "free": GiB})
+        await cs.call("cs.heartbeat", {"id": "chunkserver-1", "capacity": GiB, "free": GiB})
         status = await admin.call("admin.status", {})
         assert status["chunkservers"][0]["state"] == "alive"
