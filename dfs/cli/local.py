@@ -30,6 +30,8 @@ from typing import Any
 
 from dfs.config import write_config
 from dfs.errors import ConfigError
+from dfs.fuse.mount import is_mounted as fuse_is_mounted
+from dfs.fuse.mount import unmount
 
 DEFAULT_STATE_DIR = Path(
     os.environ.get("DFS_LOCAL_DIR")
@@ -175,18 +177,9 @@ def running_pid(state: Path, proc: ProcSpec) -> int | None:
 
 
 def is_mounted(mountpoint: Path) -> bool:
-    target = str(mountpoint.resolve()).encode()
-    try:
-        with open("/proc/self/mountinfo", "rb") as f:
-            for line in f:
-                fields = line.split(b" ")
-                mount_at = fields[4].replace(b"\\040", b" ")
-                sep = fields.index(b"-")
-                if mount_at == target and fields[sep + 1].startswith(b"fuse"):
-                    return True
-    except OSError:
-        return False
-    return False
+    """Whether something is mounted at ``mountpoint``, without touching it: a stat of a
+    mount whose servers are dead would wait for the client's operation timeout."""
+    return fuse_is_mounted(str(mountpoint))
 
 
 def _tail(path: Path, lines: int = 15) -> str:
@@ -257,6 +250,10 @@ def cmd_up(args: argparse.Namespace) -> int:
                 f"{state / 'cluster.json'} to move it"
             )
     mnt = cluster.mountpoint
+    mount_proc = next(p for p in cluster.procs if p.role == "mount")
+    if is_mounted(mnt) and running_pid(state, mount_proc) is None:
+        # A mount left behind by a client that died ("transport endpoint is not connected").
+        unmount(str(mnt), lazy=True)
     mnt.mkdir(parents=True, exist_ok=True)
     started: list[str] = []
     # Order matters: the metaserver first, chunkservers register with it, the mount last.
@@ -334,8 +331,6 @@ def _is_zombie(pid: int) -> bool:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    from dfs.fuse.mount import unmount
-
     state = Path(args.dir).expanduser().absolute()
     cluster = LocalCluster.load(state)
     mnt = cluster.mountpoint

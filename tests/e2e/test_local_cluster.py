@@ -328,3 +328,25 @@ def test_user_mistakes_are_one_line(tmp_path: Path) -> None:
         assert "Traceback" not in proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_down_works_with_every_server_dead_and_up_recovers(tmp_path: Path) -> None:
+    with local_cluster(tmp_path) as c:
+        (c.mnt / "kept").write_bytes(b"kept across a crash of everything")
+        for proc_id in ("m1", "cs1", "cs2", "cs3", "mount"):
+            os.kill(c.pid(proc_id), signal.SIGKILL)
+        # The mount is now dead ("transport endpoint is not connected"); up repairs it.
+        c.up()
+        assert (c.mnt / "kept").read_bytes() == b"kept across a crash of everything"
+        for proc_id in ("m1", "cs1", "cs2", "cs3"):
+            os.kill(c.pid(proc_id), signal.SIGKILL)
+        # Every server dead: down must not wait for the client's operation timeout.
+        proc = subprocess.run(
+            [sys.executable, "-m", "dfs", "local", "down", "--dir", str(c.state)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+        assert "stopped" in proc.stdout
+        assert not any(p["pid"] for p in c.status()["processes"])
