@@ -68,6 +68,16 @@ class FdCache:
             old._close()
         return files
 
+    def acquire_cached(self, chunk_id: int) -> ChunkFiles | None:
+        """Pin the chunk's handle if it is open already (never opens); ``None`` otherwise."""
+        with self._mu:
+            files = self._entries.get(chunk_id)
+            if files is None:
+                return None
+            self._entries.move_to_end(chunk_id)
+            files._users += 1
+            return files
+
     def release(self, files: ChunkFiles) -> None:
         with self._mu:
             files._users -= 1

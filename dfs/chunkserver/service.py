@@ -42,6 +42,10 @@ T = TypeVar("T")
 
 #: Largest ``chunk.read`` answer: the data must fit into one RPC frame (16 MiB + 64 KiB).
 MAX_READ: Final = 16 * 1024 * 1024
+#: Reads up to this size are first tried on the event loop (``ChunkStore.read_nowait``).
+INLINE_READ_MAX: Final = 128 * 1024
+#: Most pieces in one ``chunk.write_extents`` (bounds the work of one request).
+MAX_EXTENTS: Final = 4096
 #: A chain longer than the largest replication goal is a malformed request.
 MAX_CHAIN: Final = 16
 _MAX_U64: Final = 2**64 - 1
@@ -143,6 +147,7 @@ class ChunkService:
     def register(self, dispatcher: Dispatcher) -> None:
         data_roles = [Role.CLIENT, Role.CHUNKSERVER]
         dispatcher.register("chunk.write", self._write, data_roles)
+        dispatcher.register("chunk.write_extents", self._write_extents, data_roles)
         dispatcher.register("chunk.read", self._read, data_roles)
         dispatcher.register("chunk.truncate", self._truncate, data_roles)
         dispatcher.register("chunk.sync", self._sync, data_roles)
@@ -187,6 +192,42 @@ class ChunkService:
         self._stats.bytes_written += len(data)
         return {"length": length}
 
+    async def _write_extents(self, peer: Peer, params: dict[str, Any]) -> Any:
+        p = Params(params)
+        chunk_id = p.int("chunk_id", min=0, max=_MAX_U64)
+        version = p.int("version", min=0, max=_MAX_U64)
+        sync = p.opt_bool("sync", False)
+        raw = p.list("extents")
+        if len(raw) > MAX_EXTENTS:
+            raise BadRequest(f"param 'extents': {len(raw)} pieces exceeds the limit {MAX_EXTENTS}")
+        extents: list[tuple[int, bytes]] = []
+        total = 0
+        for i, item in enumerate(raw):
+            if not isinstance(item, list) or len(item) != 2:
+                raise BadRequest(f"param 'extents[{i}]': expected [offset, data]")
+            offset, data = item
+            if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+                raise BadRequest(f"param 'extents[{i}]': bad offset")
+            if not isinstance(data, bytes) or offset + len(data) > CHUNK_SIZE:
+                raise BadRequest(f"param 'extents[{i}]': bad data")
+            extents.append((offset, data))
+            total += len(data)
+        chain = parse_chain(p)
+        forward = {
+            "chunk_id": chunk_id,
+            "version": version,
+            "extents": raw,
+            "sync": sync,
+        }
+
+        async def local() -> int:
+            return await self.disk(self.store.write_extents, chunk_id, version, extents, sync)
+
+        length = await self._replicate("chunk.write_extents", forward, chain, local)
+        self._stats.writes += 1
+        self._stats.bytes_written += total
+        return {"length": length}
+
     async def _truncate(self, peer: Peer, params: dict[str, Any]) -> Any:
         p = Params(params)
         chunk_id = p.int("chunk_id", min=0, max=_MAX_U64)
@@ -229,7 +270,13 @@ class ChunkService:
         offset = p.int("offset", min=0, max=CHUNK_SIZE)
         length = p.int("length", min=0, max=MAX_READ)
         try:
-            data = await self.disk(self.store.read, chunk_id, version, offset, length)
+            data = None
+            if length <= INLINE_READ_MAX:
+                # Small reads of cached data skip the worker-thread round trip, which costs
+                # more than the read itself (random 4 KiB reads).
+                data = self.store.read_nowait(chunk_id, version, offset, length)
+            if data is None:
+                data = await self.disk(self.store.read, chunk_id, version, offset, length)
         except ChunkCorrupt as exc:
             blocks = exc.details.get("blocks")
             self._stats.corrupt_reads += 1

@@ -20,7 +20,7 @@ import errno
 import logging
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,6 +82,32 @@ def _pread_all(fd: int, size: int, offset: int) -> bytes:
         parts.append(more)
         got += len(more)
     return b"".join(parts)
+
+
+class _WouldBlock(Exception):
+    """A non-blocking read found something not in memory (page cache, fd cache, lock)."""
+
+
+#: ``preadv`` flag: fail with EAGAIN instead of waiting for the disk (Linux 4.14+).
+_RWF_NOWAIT: int = getattr(os, "RWF_NOWAIT", 0)
+
+
+def _pread_nowait(fd: int, size: int, offset: int) -> bytes:
+    """``size`` bytes at ``offset`` from the page cache, or ``_WouldBlock``.
+
+    A short read (data partly cached, or the end of the file) also raises: the blocking path
+    then handles it with its usual errors.
+    """
+    if not _RWF_NOWAIT:
+        raise _WouldBlock()
+    buf = bytearray(size)
+    try:
+        n = os.preadv(fd, [buf], offset, _RWF_NOWAIT)
+    except OSError as exc:  # EAGAIN: not cached; EOPNOTSUPP: the file system cannot tell
+        raise _WouldBlock() from exc
+    if n != size:
+        raise _WouldBlock()
+    return bytes(buf)
 
 
 def _check_ids(chunk_id: int, version: int) -> None:
@@ -163,25 +189,44 @@ class ChunkStore:
         ChunkCorrupt when a partially overwritten block was already corrupt (nothing is written
         then).  With ``sync`` the data and checksums are on stable storage before returning.
         """
+        return self.write_extents(chunk_id, version, [(offset, data)], sync)
+
+    def write_extents(
+        self,
+        chunk_id: int,
+        version: int,
+        extents: Sequence[tuple[int, bytes]],
+        sync: bool = False,
+    ) -> int:
+        """``write`` of several ``(offset, data)`` pieces under one lock and one header commit.
+
+        Pieces are applied in offset order (callers send non-overlapping ones; where they do
+        overlap, the piece at the higher offset wins).  Same errors as ``write``; after a
+        failure part-way the chunk's length is unchanged, and blocks of earlier pieces inside it
+        may hold the new bytes (the caller retries the whole call).
+        """
         _check_ids(chunk_id, version)
-        if offset < 0 or offset + len(data) > CHUNK_SIZE:
-            raise InvalidArgument(f"write [{offset}, +{len(data)}) outside the chunk")
+        end = 0
+        for offset, data in extents:
+            if offset < 0 or offset + len(data) > CHUNK_SIZE:
+                raise InvalidArgument(f"write [{offset}, +{len(data)}) outside the chunk")
+            end = max(end, offset + len(data))
         with self._chunk_lock(chunk_id), self._os_errors(chunk_id, reading=False):
-            info = self._get_or_create(chunk_id, version, offset + len(data))
-            new_len = max(info.length, offset + len(data))
+            info = self._get_or_create(chunk_id, version, end)
             files = self._acquire(chunk_id)
             try:
                 state = dataclasses.replace(info)
-                if offset > state.length:
-                    self._zero_extend(files, chunk_id, state, offset)
-                if data:
-                    self._write_span(files, chunk_id, state, offset, data)
+                for offset, data in sorted(extents, key=lambda e: e[0]):
+                    if offset > state.length:
+                        self._zero_extend(files, chunk_id, state, offset)
+                    if data:
+                        self._write_span(files, chunk_id, state, offset, data)
                 self._commit(files, chunk_id, info, state)
                 if sync:
                     self._fdatasync(chunk_id, files)
             finally:
                 self._fds.release(files)
-            return new_len
+            return state.length
 
     def read(self, chunk_id: int, version: int, offset: int, length: int) -> bytes:
         """Up to ``length`` verified bytes at ``offset`` (fewer at the chunk's end).
@@ -204,6 +249,55 @@ class ChunkStore:
                 buf = self._read_blocks(files, chunk_id, info, first, last)
             finally:
                 self._fds.release(files)
+        start = offset - first * BLOCK_SIZE
+        if start == 0 and end - offset == len(buf):
+            return buf
+        return buf[start : start + end - offset]
+
+    def read_nowait(self, chunk_id: int, version: int, offset: int, length: int) -> bytes | None:
+        """``read`` if it can be done without blocking, else ``None`` (nothing happened).
+
+        For the event loop's thread: no lock waits (the chunk's lock is only tried), no file
+        opens (only cached descriptors), no disk waits (``RWF_NOWAIT`` reads from the page
+        cache).  Checksums are verified exactly as in ``read``; raises the same errors.
+        """
+        _check_ids(chunk_id, version)
+        if offset < 0 or length < 0:
+            raise InvalidArgument("read offset and length must be >= 0")
+        with self._mu:
+            entry = self._locks.get(chunk_id)
+            if entry is None:
+                entry = self._locks[chunk_id] = _LockEntry()
+            entry.refs += 1
+        try:
+            if not entry.lock.acquire(blocking=False):
+                return None
+            try:
+                with self._os_errors(chunk_id, reading=True):
+                    info = self._get(chunk_id, version)
+                    end = min(offset + length, info.length)
+                    if offset >= end:
+                        return b""
+                    first = offset // BLOCK_SIZE
+                    last = (end - 1) // BLOCK_SIZE
+                    files = self._fds.acquire_cached(chunk_id)
+                    if files is None:
+                        return None
+                    try:
+                        buf = self._read_blocks(
+                            files, chunk_id, info, first, last, pread=_pread_nowait
+                        )
+                    except _WouldBlock:
+                        return None
+                    finally:
+                        self._fds.release(files)
+            finally:
+                entry.lock.release()
+        finally:
+            with self._mu:
+                entry.refs -= 1
+                if entry.refs == 0:
+                    del self._locks[chunk_id]
         start = offset - first * BLOCK_SIZE
         if start == 0 and end - offset == len(buf):
             return buf
@@ -465,13 +559,20 @@ class ChunkStore:
     def _write_checksums(self, files: ChunkFiles, first: int, sums: list[int]) -> None:
         _pwrite_all(files.meta_fd, layout.pack_checksums(sums), layout.checksum_offset(first))
 
-    def _expected_sums(self, files: ChunkFiles, state: _Chunk, first: int, last: int) -> list[int]:
+    def _expected_sums(
+        self,
+        files: ChunkFiles,
+        state: _Chunk,
+        first: int,
+        last: int,
+        pread: Callable[[int, int, int], bytes] = _pread_all,
+    ) -> list[int]:
         full = state.length // BLOCK_SIZE
         sums: list[int] = []
         last_full = min(last, full - 1)
         if first <= last_full:
             size = (last_full - first + 1) * layout.CHECKSUM_SIZE
-            raw = _pread_all(files.meta_fd, size, layout.checksum_offset(first))
+            raw = pread(files.meta_fd, size, layout.checksum_offset(first))
             if len(raw) != size:
                 raise ChunkCorrupt(
                     "checksum sidecar is truncated", blocks=list(range(first, last + 1))
@@ -482,7 +583,12 @@ class ChunkStore:
         return sums
 
     def _bad_blocks(
-        self, files: ChunkFiles, state: _Chunk, first: int, last: int
+        self,
+        files: ChunkFiles,
+        state: _Chunk,
+        first: int,
+        last: int,
+        pread: Callable[[int, int, int], bytes] = _pread_all,
     ) -> tuple[bytes, list[int]]:
         """Read blocks ``first..last`` (valid bytes only) and list those failing their checksum.
 
@@ -490,8 +596,8 @@ class ChunkStore:
         """
         start = first * BLOCK_SIZE
         end = min((last + 1) * BLOCK_SIZE, state.length)
-        buf = _pread_all(files.data_fd, end - start, start)
-        sums = self._expected_sums(files, state, first, last)
+        buf = pread(files.data_fd, end - start, start)
+        sums = self._expected_sums(files, state, first, last, pread)
         view = memoryview(buf)
         bad: list[int] = []
         for i, expected in enumerate(sums):
@@ -502,9 +608,15 @@ class ChunkStore:
         return buf, bad
 
     def _read_blocks(
-        self, files: ChunkFiles, chunk_id: int, state: _Chunk, first: int, last: int
+        self,
+        files: ChunkFiles,
+        chunk_id: int,
+        state: _Chunk,
+        first: int,
+        last: int,
+        pread: Callable[[int, int, int], bytes] = _pread_all,
     ) -> bytes:
-        buf, bad = self._bad_blocks(files, state, first, last)
+        buf, bad = self._bad_blocks(files, state, first, last, pread)
         if bad:
             logger.warning("chunk %016x: checksum mismatch in block(s) %s", chunk_id, bad)
             raise ChunkCorrupt(

@@ -160,8 +160,17 @@ class ChunkClient(Protocol):
         """
         ...
 
-    async def write(self, chunk: ChunkRef, offset: int, data: bytes, sync: bool) -> None:
+    async def write(
+        self, chunk: ChunkRef, offset: int, data: bytes | memoryview, sync: bool
+    ) -> None:
         """Write through the chain of the chunk's servers; returns once every replica has it."""
+        ...
+
+    async def write_extents(
+        self, chunk: ChunkRef, extents: list[tuple[int, bytes | memoryview]], sync: bool
+    ) -> None:
+        """Like ``write`` for several non-overlapping ``(offset, data)`` pieces of one chunk,
+        applied together (one round trip through the chain)."""
         ...
 
     async def truncate(self, chunk: ChunkRef, length: int) -> None: ...

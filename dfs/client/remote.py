@@ -256,7 +256,9 @@ class RpcChunkClient:
         head, *rest = chunk.servers
         return head.address, [s.to_wire() for s in rest]
 
-    async def write(self, chunk: ChunkRef, offset: int, data: bytes, sync: bool) -> None:
+    async def write(
+        self, chunk: ChunkRef, offset: int, data: bytes | memoryview, sync: bool
+    ) -> None:
         head, chain = self._chain(chunk)
         await self._pool.call(
             head,
@@ -266,6 +268,23 @@ class RpcChunkClient:
                 "version": chunk.version,
                 "offset": offset,
                 "data": data,
+                "chain": chain,
+                "sync": sync,
+            },
+            timeout=self._timeout,
+        )
+
+    async def write_extents(
+        self, chunk: ChunkRef, extents: list[tuple[int, bytes | memoryview]], sync: bool
+    ) -> None:
+        head, chain = self._chain(chunk)
+        await self._pool.call(
+            head,
+            "chunk.write_extents",
+            {
+                "chunk_id": chunk.chunk_id,
+                "version": chunk.version,
+                "extents": [[offset, data] for offset, data in extents],
                 "chain": chain,
                 "sync": sync,
             },

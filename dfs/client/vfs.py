@@ -15,7 +15,9 @@ from __future__ import annotations
 import logging
 import stat
 import time
-from collections.abc import Iterable
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import trio
@@ -31,6 +33,7 @@ from dfs.client.interfaces import (
     StatFs,
 )
 from dfs.errors import (
+    DfsError,
     Exists,
     FileTooLarge,
     InvalidArgument,
@@ -49,11 +52,18 @@ log = logging.getLogger(__name__)
 WRITE_PIECE = 1024 * 1024
 #: Parallel chunk RPCs per flush or read.
 PARALLEL_IO = 8
+#: Small dirty extents of one chunk travel together in one ``chunk.write_extents`` call of at
+#: most this many bytes and extents (random 4 KiB writes would otherwise cost one replicated
+#: RPC each).
+BATCH_BYTES = 1024 * 1024
+BATCH_EXTENTS = 4096
 MAX_NAME = 255
 #: Files may not grow beyond 2**63 - 1 like on Linux; we cap lower to keep chunk indexes sane.
 MAX_FILE_SIZE = 1 << 50
 
 XATTR_CAPABILITY = b"security.capability"
+#: Closed, never-fsynced files whose chunks this client remembers for a later fsync.
+MAX_UNSYNCED_CLOSED = 4096
 
 
 @dataclass
@@ -72,6 +82,13 @@ class FileState:
     unsynced: dict[int, ChunkRef] = field(default_factory=dict)
     #: A size change not yet committed to the metaserver.
     size_dirty: bool = False
+    #: Data reached the chunkservers (by a background flush) but its mtime is not committed.
+    written: bool = False
+    #: Set when the background flush in progress ends (``None``: none in progress).
+    behind: trio.Event | None = None
+    #: The last background flush failed: the next full buffer is flushed by the writer, so
+    #: the error reaches it (and memory stays bounded) instead of only the log.
+    behind_failed: bool = False
     lock: trio.Lock = field(default_factory=trio.Lock)
     #: ``security.capability`` known absent (the kernel asks for it before every write).
     no_capability: bool = False
@@ -99,24 +116,61 @@ def check_name(name: bytes) -> None:
         raise InvalidArgument("invalid file name")
 
 
+@asynccontextmanager
+async def _parallel() -> AsyncIterator[trio.Nursery]:
+    """A nursery for parallel chunk calls that fails with the first ``DfsError`` when only dfs
+    errors went wrong: callers, retries and the FUSE boundary handle ``DfsError``, not groups."""
+    try:
+        async with trio.open_nursery() as nursery:
+            yield nursery
+    except BaseExceptionGroup as group:
+        errors, rest = group.split(DfsError)
+        if errors is None or rest is not None:
+            raise
+        first: BaseException = errors
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        raise first from None
+
+
+def _unclean(st: FileState) -> bool:
+    """Whether ``st`` holds writes whose data or size/mtime the metaserver has not committed."""
+    return bool(st.dirty) or st.size_dirty or st.written or st.behind is not None
+
+
 class Vfs:
     """File-system operations on top of the metadata and chunk services."""
 
-    def __init__(self, meta: MetaClient, chunks: ChunkClient, *, write_buffer: int) -> None:
+    def __init__(
+        self,
+        meta: MetaClient,
+        chunks: ChunkClient,
+        *,
+        write_buffer: int,
+        nursery: trio.Nursery | None = None,
+    ) -> None:
+        """``nursery`` runs background flushes (write-behind): a full write buffer is sent
+        while the writer goes on filling the next one.  Without it a full buffer is flushed
+        before the write that filled it returns."""
         self.meta = meta
         self.chunks = chunks
         self.write_buffer = write_buffer
         self._files: dict[InodeId, FileState] = {}
+        #: Chunks written through files that are now closed but were never fsynced: a later
+        #: fsync on a new descriptor of the same file must still reach the disks (Linux
+        #: fsync covers every write to the inode, whichever descriptor made it).
+        self._unsynced_closed: OrderedDict[InodeId, dict[int, ChunkRef]] = OrderedDict()
         self._handles: dict[int, FileHandle] = {}
         self._dirs: dict[int, DirHandle] = {}
         self._next_fh = 1
         self._io_limit = trio.CapacityLimiter(PARALLEL_IO)
+        self._nursery = nursery
 
     # ------------------------------------------------------------------ attributes
     def _overlay(self, attr: InodeAttr) -> InodeAttr:
         """Show this client's unflushed size and mtime in attributes it returns."""
         st = self._files.get(attr.ino)
-        if st is not None and (st.dirty or st.size_dirty):
+        if st is not None and _unclean(st):
             attr.size = st.size
             attr.mtime_ns = max(attr.mtime_ns, st.mtime_ns)
         return attr
@@ -148,7 +202,7 @@ class Vfs:
             attr, trims = await self.meta.setattr(ino, changes, cred)
             await self._trim(trims)
             return attr
-        if st is not None and (st.dirty or st.size_dirty) and changes.mtime_ns is not None:
+        if st is not None and _unclean(st) and changes.mtime_ns is not None:
             # An explicit mtime (utimensat, e.g. from tar or cp -p) must not be overwritten by
             # the commit of writes made before it: land those first.
             async with st.lock:
@@ -237,8 +291,9 @@ class Vfs:
         st = self._files.get(attr.ino)
         if st is None:
             st = FileState(ino=attr.ino, size=attr.size)
+            st.unsynced = self._unsynced_closed.pop(attr.ino, {})
             self._files[attr.ino] = st
-        elif not st.dirty and not st.size_dirty:
+        elif not _unclean(st):
             st.size = attr.size
         # Close-to-open: a new open re-reads the chunk map, another client may have written.
         if not st.dirty:
@@ -285,9 +340,36 @@ class Vfs:
             st.size = end
             st.size_dirty = True
         if st.dirty.nbytes >= self.write_buffer:
-            async with st.lock:
-                await self._flush_locked(st, sync=False)
+            await self._buffer_full(st)
         return len(data)
+
+    async def _buffer_full(self, st: FileState) -> None:
+        """Start sending a full write buffer; wait only when a second one is full too."""
+        if self._nursery is not None:
+            # Bounded memory: at most one buffer in flight and about one more being filled.
+            while st.behind is not None and st.dirty.nbytes >= 2 * self.write_buffer:
+                await st.behind.wait()
+            if not st.behind_failed:
+                if st.behind is None and st.dirty.nbytes >= self.write_buffer:
+                    st.behind = trio.Event()
+                    self._nursery.start_soon(self._flush_behind, st, st.behind)
+                return
+        st.behind_failed = False
+        async with st.lock:
+            await self._flush_data_locked(st)
+
+    async def _flush_behind(self, st: FileState, done: trio.Event) -> None:
+        try:
+            async with st.lock:
+                await self._flush_data_locked(st)
+        except DfsError as exc:
+            # The data went back into the buffer: the next flush (at the latest close or
+            # fsync, which report the error if it persists) sends it again.
+            log.warning("background flush of inode %d failed: %s", st.ino, exc)
+            st.behind_failed = True
+        finally:
+            st.behind = None
+            done.set()
 
     async def flush(self, fh: int, *, sync: bool) -> None:
         st = self._handle(fh).state
@@ -301,12 +383,20 @@ class Vfs:
         st = handle.state
         st.open_count -= 1
         try:
-            if st.dirty or st.size_dirty or (sync and st.unsynced):
+            if _unclean(st) or (sync and st.unsynced):
                 async with st.lock:
                     await self._flush_locked(st, sync=sync)
         finally:
-            if st.open_count == 0 and not st.dirty and self._files.get(st.ino) is st:
+            if st.open_count == 0 and not _unclean(st) and self._files.get(st.ino) is st:
                 del self._files[st.ino]
+                if st.unsynced:
+                    self._unsynced_closed[st.ino] = st.unsynced
+        while len(self._unsynced_closed) > MAX_UNSYNCED_CLOSED:
+            # Bound the memory: the oldest closed file gets its fdatasync now instead.
+            _ino, chunks = self._unsynced_closed.popitem(last=False)
+            async with _parallel() as nursery:
+                for chunk in chunks.values():
+                    nursery.start_soon(self._sync_chunk, chunk)
 
     async def _chunk_for_write(self, st: FileState, index: int) -> ChunkRef:
         chunk = st.chunks.get(index)
@@ -315,50 +405,90 @@ class Vfs:
             st.chunks[index] = chunk
         return chunk
 
-    async def _flush_locked(self, st: FileState, *, sync: bool) -> None:
-        """Send buffered data to the chunkservers, fdatasync when ``sync``, commit the size."""
+    async def _flush_data_locked(self, st: FileState) -> None:
+        """Send buffered data to the chunkservers (no fdatasync, no commit)."""
         extents = st.dirty.take()
+        if not extents:
+            return
         try:
-            pieces: list[tuple[int, int, bytes]] = []  # (chunk index, offset in chunk, data)
+            # Per chunk: batches of (offset in chunk, data), at most BATCH_BYTES each.
+            batches: list[tuple[int, list[tuple[int, bytes | memoryview]]]] = []
+            open_batch: dict[int, tuple[list[tuple[int, bytes | memoryview]], list[int]]] = {}
             for off, extent in extents:
+                # Slices of the taken extents, not copies: nothing writes to them any more.
                 view = memoryview(extent)
                 pos = 0
                 while pos < len(view):
                     abs_off = off + pos
                     index, in_chunk = divmod(abs_off, CHUNK_SIZE)
                     n = min(len(view) - pos, CHUNK_SIZE - in_chunk, WRITE_PIECE)
-                    pieces.append((index, in_chunk, bytes(view[pos : pos + n])))
+                    current = open_batch.get(index)
+                    if (
+                        current is None
+                        or current[1][0] + n > BATCH_BYTES
+                        or len(current[0]) >= BATCH_EXTENTS
+                    ):
+                        current = ([], [0])
+                        open_batch[index] = current
+                        batches.append((index, current[0]))
+                    current[0].append((in_chunk, view[pos : pos + n]))
+                    current[1][0] += n
                     pos += n
-            for index in sorted({p[0] for p in pieces}):
-                await self._chunk_for_write(st, index)
-            if pieces:
-                async with trio.open_nursery() as nursery:
-                    for index, in_chunk, data in pieces:
-                        nursery.start_soon(self._write_piece, st, index, in_chunk, data)
+            # Resolved once here: an open() meanwhile may clear st.chunks.
+            refs = {index: await self._chunk_for_write(st, index) for index in sorted(open_batch)}
+            async with _parallel() as nursery:
+                for index, batch in batches:
+                    nursery.start_soon(self._write_batch, st, refs[index], batch)
         except BaseException:
             st.dirty.restore_under(extents)
             raise
+        st.written = True
+
+    async def _flush_locked(self, st: FileState, *, sync: bool) -> None:
+        """Send buffered data to the chunkservers, fdatasync when ``sync``, commit the size."""
+        await self._flush_data_locked(st)
         if sync and st.unsynced:
             todo = list(st.unsynced.values())
-            async with trio.open_nursery() as nursery:
+            async with _parallel() as nursery:
                 for chunk in todo:
                     nursery.start_soon(self._sync_chunk, chunk)
             for chunk in todo:
                 st.unsynced.pop(chunk.index, None)
-        if st.size_dirty or extents:
+        if st.size_dirty or st.written:
             committed = st.size
-            attr = await self.meta.commit_write(st.ino, committed, st.mtime_ns or time.time_ns())
+            st.written = False
+            try:
+                attr = await self.meta.commit_write(
+                    st.ino, committed, st.mtime_ns or time.time_ns()
+                )
+            except BaseException:
+                st.written = True
+                raise
             # Writes may have arrived while we waited; only what we committed is clean.
             if st.size == committed:
                 st.size_dirty = False
                 if not st.dirty:
                     st.size = attr.size
 
-    async def _write_piece(self, st: FileState, index: int, in_chunk: int, data: bytes) -> None:
-        chunk = st.chunks[index]
-        async with self._io_limit:
-            await self.chunks.write(chunk, in_chunk, data, sync=False)
-        st.unsynced[index] = chunk
+    async def _write_batch(
+        self, st: FileState, chunk: ChunkRef, batch: list[tuple[int, bytes | memoryview]]
+    ) -> None:
+        await self._io_slot()
+        try:
+            if len(batch) == 1:
+                await self.chunks.write(chunk, batch[0][0], batch[0][1], sync=False)
+            else:
+                await self.chunks.write_extents(chunk, batch, sync=False)
+        finally:
+            self._io_limit.release()
+        st.unsynced[chunk.index] = chunk
+
+    async def _io_slot(self) -> None:
+        """Take an I/O slot; a free one without ``async with``'s extra scheduler pass."""
+        try:
+            self._io_limit.acquire_nowait()
+        except trio.WouldBlock:
+            await self._io_limit.acquire()
 
     async def _sync_chunk(self, chunk: ChunkRef) -> None:
         async with self._io_limit:
@@ -380,33 +510,49 @@ class Vfs:
                 st.ino, missing[0], missing[-1] - missing[0] + 1
             ):
                 st.chunks.setdefault(chunk.index, chunk)
+        spans: list[tuple[int, int, int]] = []  # (chunk index, lo, hi) in file offsets
+        pos = offset
+        while pos < end:
+            index = pos // CHUNK_SIZE
+            hi = min(end, (index + 1) * CHUNK_SIZE, pos + WRITE_PIECE)
+            spans.append((index, pos, hi))
+            pos = hi
+        if len(spans) == 1:
+            # One piece (every small read): no child task, no reassembly copy.
+            data = await self._read_span(st, *spans[0])
+            if len(data) == end - offset:
+                return data
+            return data + bytes(end - offset - len(data))  # a hole or the chunk's stored end
         out = bytearray(end - offset)
 
-        async def read_range(index: int, lo: int, hi: int) -> None:
-            chunk = st.chunks.get(index)
-            if chunk is None:
-                return  # a hole: zeros
-            in_chunk = lo - index * CHUNK_SIZE
-            async with self._io_limit:
-                try:
-                    data = await self.chunks.read(chunk, in_chunk, hi - lo)
-                except IOFailure:
-                    # Locations may be stale (a server died or was replaced): ask again once.
-                    fresh = await self.meta.file_chunks(st.ino, index, 1)
-                    if not fresh:
-                        return
-                    st.chunks[index] = fresh[0]
-                    data = await self.chunks.read(fresh[0], in_chunk, hi - lo)
+        async def read_into(index: int, lo: int, hi: int) -> None:
+            data = await self._read_span(st, index, lo, hi)
             out[lo - offset : lo - offset + len(data)] = data
 
-        async with trio.open_nursery() as nursery:
-            pos = offset
-            while pos < end:
-                index = pos // CHUNK_SIZE
-                hi = min(end, (index + 1) * CHUNK_SIZE, pos + WRITE_PIECE)
-                nursery.start_soon(read_range, index, pos, hi)
-                pos = hi
+        async with _parallel() as nursery:
+            for span in spans:
+                nursery.start_soon(read_into, *span)
         return bytes(out)
+
+    async def _read_span(self, st: FileState, index: int, lo: int, hi: int) -> bytes:
+        """Bytes [lo, hi) of the file within chunk ``index``; shorter at a hole or the stored
+        end (the caller zero-fills)."""
+        chunk = st.chunks.get(index)
+        if chunk is None:
+            return b""  # a hole: zeros
+        in_chunk = lo - index * CHUNK_SIZE
+        await self._io_slot()
+        try:
+            return await self.chunks.read(chunk, in_chunk, hi - lo)
+        except IOFailure:
+            # Locations may be stale (a server died or was replaced): ask again once.
+            fresh = await self.meta.file_chunks(st.ino, index, 1)
+            if not fresh:
+                return b""
+            st.chunks[index] = fresh[0]
+            return await self.chunks.read(fresh[0], in_chunk, hi - lo)
+        finally:
+            self._io_limit.release()
 
     # ------------------------------------------------------------------ directories
     async def opendir(self, ino: InodeId) -> int:
@@ -437,7 +583,7 @@ class Vfs:
     async def sync_all(self) -> None:
         """Flush every file with buffered data (called at unmount)."""
         for st in list(self._files.values()):
-            if st.dirty or st.size_dirty or st.unsynced:
+            if _unclean(st) or st.unsynced:
                 try:
                     async with st.lock:
                         await self._flush_locked(st, sync=True)

@@ -304,6 +304,44 @@ def _unescape_mountinfo(field: str) -> str:
     return "".join(out)
 
 
+def mount_device(mountpoint: str) -> str | None:
+    """``major:minor`` of what is mounted at ``mountpoint`` (from /proc/self/mountinfo).
+
+    Read from the mount table rather than with stat(2), which would send a request to the very
+    file system this process serves.
+    """
+    target = os.path.abspath(mountpoint)
+    device = None
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+        for line in f:
+            fields = line.split(" ")
+            if len(fields) > 4 and _unescape_mountinfo(fields[4]) == target:
+                device = fields[2]  # the last match is the topmost mount
+    return device
+
+
+def set_readahead(mountpoint: str, readahead_kb: int) -> bool:
+    """Raise the kernel readahead window of the FUSE mount at ``mountpoint``; best effort.
+
+    INIT caps ``max_readahead`` (and so the mount's ``read_ahead_kb``) at what the kernel
+    offers, 128 KiB, which turns a sequential read into many small READ requests.  The bdi's
+    sysfs knob (writable by root only) lifts that cap after INIT; failing to is logged, never
+    fatal.  Call it after INIT has been answered: the INIT reply lowers the window again.
+    """
+    try:
+        device = mount_device(mountpoint)
+        if device is None:
+            log.info("readahead not raised: %s is not in the mount table", mountpoint)
+            return False
+        with open(f"/sys/class/bdi/{device}/read_ahead_kb", "w", encoding="ascii") as f:
+            f.write(f"{readahead_kb}\n")
+    except OSError as exc:
+        log.info("could not raise readahead of %s to %d KiB: %s", mountpoint, readahead_kb, exc)
+        return False
+    log.info("readahead of %s (bdi %s) set to %d KiB", mountpoint, device, readahead_kb)
+    return True
+
+
 def is_mounted(mountpoint: str) -> bool:
     """True if something is mounted exactly at ``mountpoint`` (per /proc/self/mountinfo)."""
     target = os.path.abspath(mountpoint)
@@ -331,6 +369,7 @@ async def serve(
     handle_signals: bool = True,
     unmount_timeout: float = 10.0,
     method: Method = "auto",
+    readahead_kb: int | None = None,
     task_status: trio.TaskStatus[FuseSession] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Mount, serve until unmounted / cancelled / SIGTERM / SIGINT, and always unmount.
@@ -339,7 +378,9 @@ async def serve(
     cancellation or a signal the file system is unmounted *while the session still serves*, so
     the kernel can finish in-flight requests; after ``unmount_timeout`` seconds (open files
     keep a lazily detached mount alive) the connection is aborted by closing /dev/fuse.
-    Signals are handled only when ``serve`` runs in the main thread.
+    Signals are handled only when ``serve`` runs in the main thread.  ``readahead_kb`` raises
+    the kernel's readahead window for this mount once INIT is done (best effort, see
+    ``set_readahead``).
     """
     config = config or FuseConfig()
     config.validate()
@@ -377,6 +418,8 @@ async def serve(
         async with trio.open_nursery() as nursery:
             try:
                 await nursery.start(run_session)
+                if readahead_kb is not None:
+                    await trio.to_thread.run_sync(set_readahead, mountpoint, readahead_kb)
                 with _signal_receiver(handle_signals) as signals:
                     # Installed before started(): a signal sent once the mount is visible is
                     # never lost to the default handler.

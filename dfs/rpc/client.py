@@ -49,7 +49,15 @@ from dfs.rpc.codec import (
     RpcConnection,
     Side,
 )
-from dfs.rpc.transport import RECEIVE_SIZE, STREAM_ERRORS, FrameWriter, close_stream, describe
+from dfs.rpc.tls_stream import TlsStream
+from dfs.rpc.transport import (
+    RECEIVE_SIZE,
+    STREAM_ERRORS,
+    FrameWriter,
+    close_stream,
+    describe,
+    receive_into,
+)
 from dfs.security.identity import Peer, Role, TlsFiles
 from dfs.security.tls import client_ssl_context, peer_from_ssl
 
@@ -82,7 +90,7 @@ class _Connection:
 
     def __init__(
         self,
-        stream: trio.SSLStream[trio.SocketStream],
+        stream: TlsStream,
         codec: RpcConnection,
         peer: Peer,
     ) -> None:
@@ -312,7 +320,7 @@ class RpcClient:
                 tcp = await trio.open_tcp_stream(self._host, self._port)
             except OSError as exc:
                 raise _ConnectFailed(f"cannot connect: {exc.strerror or exc}") from None
-            stream = trio.SSLStream(tcp, ctx, server_hostname=None)
+            stream = TlsStream(tcp, ctx, server_hostname=None)
             try:
                 return await self._handshake(stream)
             except BaseException:
@@ -321,7 +329,7 @@ class RpcClient:
         assert scope.cancelled_caught
         raise _ConnectFailed(f"connect timed out after {self._connect_timeout:g} s")
 
-    async def _handshake(self, stream: trio.SSLStream[trio.SocketStream]) -> _Connection:
+    async def _handshake(self, stream: TlsStream) -> _Connection:
         try:
             await stream.do_handshake()
             peer = peer_from_ssl(stream, self.address)
@@ -373,7 +381,7 @@ class RpcClient:
             while True:
                 event = codec.next_event()
                 if event is NEED_DATA:
-                    codec.receive_data(await conn.stream.receive_some(RECEIVE_SIZE))
+                    await receive_into(conn.stream, codec)
                 elif isinstance(event, Response):
                     pending = conn.pending.pop(event.msgid, None)
                     if pending is not None:  # else: its caller gave up (deadline, cancel)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import enum
 import struct
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -114,13 +115,18 @@ class RpcConnection:
 
     def __init__(self, side: Side) -> None:
         self.side = side
-        self._buf = bytearray()
+        # Received bytes as a queue of pieces, joined only when a frame spans several: growing
+        # one bytearray instead re-copies everything buffered whenever it reallocates, which
+        # with 1 MiB frames arriving in pieces cost several copies of every byte.
+        self._parts: deque[memoryview] = deque()
+        self._have = 0
         self._eof = False
         self._error: ProtocolError | None = None
         self._handshake_sent = False
         self._handshake_received = False
-        # autoreset: each pack returns its bytes and leaves the packer empty (also on errors).
-        self._packer = msgpack.Packer(use_bin_type=True, autoreset=True)
+        # Not autoreset: ``_frame`` reads the packed bytes from the buffer, then resets it (also
+        # on errors).
+        self._packer = msgpack.Packer(use_bin_type=True, autoreset=False)
         #: The peer's name from its handshake (``None`` until received).
         self.peer_name: str | None = None
 
@@ -134,7 +140,10 @@ class RpcConnection:
         if not data:
             self._eof = True
             return
-        self._buf += data
+        if not isinstance(data, bytes):
+            data = bytes(data)  # the caller may reuse its buffer
+        self._parts.append(memoryview(data))
+        self._have += len(data)
 
     @property
     def their_handshake_received(self) -> bool:
@@ -143,7 +152,7 @@ class RpcConnection:
     @property
     def buffered(self) -> int:
         """Bytes received but not yet turned into events."""
-        return len(self._buf)
+        return self._have
 
     def next_event(self) -> Event | _Sentinel:
         """Return the next complete event, ``NEED_DATA``, or raise ``ProtocolError``."""
@@ -155,20 +164,48 @@ class RpcConnection:
             self._error = exc
             raise
 
+    def _take(self, n: int) -> memoryview:
+        """Remove and return the next ``n`` buffered bytes (``n <= self._have``); a slice of
+        the first piece when it holds them all, else one joined copy."""
+        parts = self._parts
+        first = parts[0]
+        self._have -= n
+        if len(first) > n:
+            parts[0] = first[n:]
+            return first[:n]
+        if len(first) == n:
+            return parts.popleft()
+        pieces = []
+        left = n
+        while left:
+            part = parts[0]
+            if len(part) <= left:
+                pieces.append(parts.popleft())
+                left -= len(part)
+            else:
+                pieces.append(part[:left])
+                parts[0] = part[left:]
+                left = 0
+        return memoryview(b"".join(pieces))
+
     def _next_event(self) -> Event | _Sentinel:
-        buf = self._buf
-        have = len(buf)
+        have = self._have
         if have >= _HEADER_SIZE:
-            (size,) = _HEADER.unpack_from(buf)
+            if len(self._parts[0]) < _HEADER_SIZE:
+                self._parts.appendleft(self._take(_HEADER_SIZE))
+                self._have += _HEADER_SIZE
+            (size,) = _HEADER.unpack_from(self._parts[0])
             if size == 0:
                 raise ProtocolError("empty frame")
             if size > MAX_FRAME:
                 raise ProtocolError(f"frame too large: {size} bytes")
             end = _HEADER_SIZE + size
             if have >= end:
-                obj = self._unpack(buf, end)
-                # bytearray drops a prefix in O(1) (it moves its start pointer).
-                del buf[:end]
+                frame = self._take(end)
+                try:
+                    obj = self._unpack(frame)
+                finally:
+                    frame.release()
                 return self._to_event(obj)
         if self._eof:
             if have:
@@ -177,8 +214,8 @@ class RpcConnection:
         return NEED_DATA
 
     @staticmethod
-    def _unpack(buf: bytearray, end: int) -> Any:
-        view = memoryview(buf)[_HEADER_SIZE:end]
+    def _unpack(frame: memoryview) -> Any:
+        view = frame[_HEADER_SIZE:]
         try:
             return msgpack.unpackb(
                 view,
@@ -234,13 +271,23 @@ class RpcConnection:
 
     # ---- sending ----
     def _frame(self, obj: Any) -> bytes:
+        packer = self._packer
         try:
-            body = self._packer.pack(obj)
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise LocalProtocolError(f"cannot encode message: {exc}") from exc
-        if len(body) > MAX_FRAME:
-            raise LocalProtocolError(f"frame too large: {len(body)} bytes")
-        return _HEADER.pack(len(body)) + body
+            try:
+                packer.pack(obj)
+            except (TypeError, ValueError, OverflowError) as exc:
+                raise LocalProtocolError(f"cannot encode message: {exc}") from exc
+            # The frame is built straight from the packer's buffer: one copy of a (possibly
+            # 1 MiB) body instead of two (pack's bytes, then header + body).
+            body = packer.getbuffer()
+            try:
+                if len(body) > MAX_FRAME:
+                    raise LocalProtocolError(f"frame too large: {len(body)} bytes")
+                return b"".join((_HEADER.pack(len(body)), body))
+            finally:
+                body.release()
+        finally:
+            packer.reset()
 
     def send_handshake(self, name: str) -> bytes:
         if self._handshake_sent:

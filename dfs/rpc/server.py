@@ -37,7 +37,15 @@ from dfs.rpc.codec import (
 )
 from dfs.rpc.dispatch import Dispatcher, Handler, Method
 from dfs.rpc.params import Params
-from dfs.rpc.transport import RECEIVE_SIZE, STREAM_ERRORS, FrameWriter, close_stream, describe
+from dfs.rpc.tls_stream import TlsStream
+from dfs.rpc.transport import (
+    RECEIVE_SIZE,
+    STREAM_ERRORS,
+    FrameWriter,
+    close_stream,
+    describe,
+    receive_into,
+)
 from dfs.security.identity import Peer, TlsFiles
 from dfs.security.tls import peer_from_ssl, server_ssl_context
 
@@ -145,7 +153,7 @@ class RpcServer:
     async def _handle(self, tcp: trio.abc.Stream, ctx: ssl.SSLContext) -> None:
         address = _address_of(tcp)
         self._stats.connections_total += 1
-        stream = trio.SSLStream(tcp, ctx, server_side=True)
+        stream = TlsStream(tcp, ctx, server_side=True)
         try:
             conn = await self._open(stream, address)
             if conn is not None:
@@ -153,7 +161,7 @@ class RpcServer:
         finally:
             await close_stream(stream)
 
-    async def _open(self, stream: trio.SSLStream[trio.abc.Stream], address: str) -> _Conn | None:
+    async def _open(self, stream: TlsStream, address: str) -> _Conn | None:
         """TLS and protocol handshakes; ``None`` (after one log line) if the peer is refused."""
         codec = RpcConnection(Side.SERVER)
         with trio.move_on_after(HANDSHAKE_TIMEOUT):
@@ -190,7 +198,7 @@ class RpcServer:
         log.info("%s: handshake with %s timed out", self.name, address)
         return None
 
-    async def _run(self, stream: trio.SSLStream[trio.abc.Stream], conn: _Conn) -> None:
+    async def _run(self, stream: TlsStream, conn: _Conn) -> None:
         peer = conn.peer
         writer = FrameWriter(stream)
         sconn = ServerConnection(peer, conn.codec, writer)
@@ -219,7 +227,7 @@ class RpcServer:
 
     async def _read_loop(
         self,
-        stream: trio.SSLStream[trio.abc.Stream],
+        stream: TlsStream,
         conn: _Conn,
         writer: FrameWriter,
         nursery: trio.Nursery,
@@ -230,10 +238,14 @@ class RpcServer:
             while True:
                 event = codec.next_event()
                 if event is NEED_DATA:
-                    codec.receive_data(await stream.receive_some(RECEIVE_SIZE))
+                    await receive_into(stream, codec)
                     continue
                 if isinstance(event, Request):
-                    await limiter.acquire()
+                    # A free slot is taken without a pass through the scheduler.
+                    try:
+                        limiter.acquire_nowait()
+                    except trio.WouldBlock:
+                        await limiter.acquire()
                     self._stats.requests += 1
                     nursery.start_soon(self._serve_request, peer, codec, writer, event, limiter)
                     continue

@@ -9,7 +9,10 @@ channel, rather than by each sender under a lock.  Two reasons:
 * frames that queue up while the writer is busy go out in one ``send_all`` (one TLS record, one
   system call), which is what makes many small concurrent calls cheap.
 
-The channel has no buffer, so a slow peer pushes back on the senders (bounded memory).
+The channel has no buffer, so a slow peer pushes back on the senders (bounded memory).  A
+sender that finds the writer idle writes a small frame itself, synchronously
+(``TlsStream.try_send_now``): no cancellation can interrupt that, and it saves small calls a
+hand-over to the writer task.
 """
 
 from __future__ import annotations
@@ -20,10 +23,16 @@ from typing import Final, Protocol
 
 import trio
 
-#: Receive granularity; a TLS record carries at most 16 KiB, this lets one read take several.
-RECEIVE_SIZE: Final = 256 * 1024
+from dfs.rpc.codec import RpcConnection
+from dfs.rpc.tls_stream import TlsStream
+
+#: Most bytes one receive may return: ``TlsStream`` hands over every record already received,
+#: up to a whole 1 MiB data frame, in one call.
+RECEIVE_SIZE: Final = 1024 * 1024 + 4096
 #: Small frames waiting for the writer are coalesced up to about this many bytes.
 _COALESCE_LIMIT: Final = 64 * 1024
+#: Frames up to this size may be written directly by their sender (``FrameWriter.send``).
+_DIRECT_LIMIT: Final = 64 * 1024
 
 #: What a failing or closed connection raises (trio wraps TLS failures in BrokenResourceError).
 STREAM_ERRORS: Final = (trio.BrokenResourceError, trio.ClosedResourceError, OSError, ssl.SSLError)
@@ -40,6 +49,8 @@ class FrameWriter:
 
     def __init__(self, stream: trio.abc.SendStream) -> None:
         self._stream = stream
+        #: The writer task is parked waiting for a frame (nothing of ours is being sent).
+        self._idle = False
         send, receive = trio.open_memory_channel[tuple[bytes, SendMarker | None]](0)
         self._send_channel = send
         self._receive_channel = receive
@@ -49,7 +60,29 @@ class FrameWriter:
 
         Raises ``trio.BrokenResourceError`` or ``trio.ClosedResourceError`` if the writer has
         stopped (the frame was then certainly not sent).  Safe to cancel.
+
+        When the writer is idle, a small frame is written by the caller at once (synchronously,
+        so it cannot be cancelled half-way): that saves a hand-over to the writer task, one
+        pass through the scheduler per small call.  Frames are independent messages, so one
+        going ahead of a frame just handed to the writer is fine.
         """
+        stream = self._stream
+        if self._idle and len(frame) <= _DIRECT_LIMIT and isinstance(stream, TlsStream):
+            try:
+                direct = stream.try_send_now(frame)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self.close()
+                raise
+            if direct:
+                if marker is not None:
+                    marker.sent = True
+                if stream.has_backlog:
+                    # The socket took only part of it: the writer finishes the job (if it
+                    # was just handed a frame instead, its send_all writes the rest first).
+                    with contextlib.suppress(trio.WouldBlock):
+                        self._send_channel.send_nowait((b"", None))
+                await trio.lowlevel.checkpoint()
+                return
         await self._send_channel.send((frame, marker))
 
     def close(self) -> None:
@@ -62,7 +95,15 @@ class FrameWriter:
         receive = self._receive_channel
         try:
             while True:
-                frame, marker = await receive.receive()
+                self._idle = True
+                try:
+                    frame, marker = await receive.receive()
+                finally:
+                    self._idle = False
+                if not frame:
+                    assert isinstance(self._stream, TlsStream)
+                    await self._stream.flush_backlog()
+                    continue
                 if marker is not None:
                     marker.sent = True
                 if len(frame) >= _COALESCE_LIMIT:
@@ -82,6 +123,16 @@ class FrameWriter:
                 await self._stream.send_all(batch[0] if len(batch) == 1 else b"".join(batch))
         finally:
             self.close()
+
+
+async def receive_into(stream: TlsStream, codec: RpcConnection) -> None:
+    """Feed the next received bytes to ``codec`` record by record (EOF as ``b""``); the codec
+    joins them once per frame, so they are not joined here first."""
+    parts = await stream.receive_parts(RECEIVE_SIZE)
+    if not parts:
+        codec.receive_data(b"")
+    for part in parts:
+        codec.receive_data(part)
 
 
 def describe(exc: BaseException) -> str:

@@ -22,7 +22,7 @@ from dfs.errors import (
 from dfs.rpc.client import RpcClient
 from dfs.security.ca import issue_certificate
 from dfs.security.identity import Role
-from dfs.types import BLOCK_SIZE
+from dfs.types import BLOCK_SIZE, CHUNK_SIZE
 from tests.chunkserver.cluster import Cluster, running_cluster
 
 pytestmark = pytest.mark.unit
@@ -292,3 +292,34 @@ async def test_fails_over_to_the_next_metaserver(tmp_path: Path) -> None:
             await cl.meta.wait_for(lambda: any(h["id"] == "cs9" for h in cl.meta.heartbeats))
             assert server.statistics().heartbeat_failures == 0
             nursery.cancel_scope.cancel()
+
+
+async def test_write_extents_lands_on_all_replicas(tmp_path: Path) -> None:
+    async with running_cluster(tmp_path) as cl:
+        pieces = [(5000, pattern(4096, 1)), (0, pattern(100, 2)), (3 * BLOCK_SIZE, b"z" * 10)]
+        reply = await cl.client.call(
+            cl.servers[0].address,
+            "chunk.write_extents",
+            {
+                "chunk_id": CID,
+                "version": V,
+                "extents": [[o, d] for o, d in pieces],
+                "chain": cl.chain(1, 2),
+                "sync": True,
+            },
+            timeout=30,
+        )
+        model = bytearray(3 * BLOCK_SIZE + 10)
+        for offset, data in pieces:
+            model[offset : offset + len(data)] = data
+        assert reply == {"length": len(model)}
+        for i in range(3):
+            assert await read(cl, i) == model
+        for bad in ([[0]], [[-1, b"x"]], [[0, "text"]], [[CHUNK_SIZE, b"x"]]):
+            with pytest.raises(BadRequest):
+                await cl.client.call(
+                    cl.servers[0].address,
+                    "chunk.write_extents",
+                    {"chunk_id": CID, "version": V, "extents": bad, "chain": []},
+                    timeout=30,
+                )

@@ -394,3 +394,46 @@ def test_sync_flag_and_sync(store: ChunkStore) -> None:
     store.sync(CID)
     store.truncate(CID, V, 1, sync=True)
     assert store.read(CID, V, 0, 10) == b"a"
+
+
+def test_write_extents_matches_single_writes(tmp_path: Path) -> None:
+    # Unordered pieces with a gap past the end, partial blocks and a piece inside another's
+    # block: one write_extents call must leave what the same writes one by one leave.
+    pieces = [
+        (3 * BLOCK_SIZE + 5, pattern(4096, 1)),
+        (10, pattern(100, 2)),
+        (BLOCK_SIZE - 7, pattern(BLOCK_SIZE + 20, 3)),
+        (7 * BLOCK_SIZE, pattern(2 * BLOCK_SIZE, 4)),
+    ]
+    with ChunkStore(tmp_path / "a") as one, ChunkStore(tmp_path / "b") as batch:
+        for offset, data in sorted(pieces):
+            one.write(CID, V, offset, data)
+        length = batch.write_extents(CID, V, pieces)
+        assert length == 9 * BLOCK_SIZE
+        assert batch.read(CID, V, 0, CHUNK_SIZE) == one.read(CID, V, 0, CHUNK_SIZE)
+        assert batch.verify(CID) == []
+        assert batch.list_chunks() == one.list_chunks()
+        with pytest.raises(InvalidArgument):
+            batch.write_extents(CID, V, [(0, b"x"), (CHUNK_SIZE, b"y")])
+
+
+def test_read_nowait_verifies_and_declines_what_would_block(
+    tmp_path: Path, store: ChunkStore
+) -> None:
+    data = pattern(3 * BLOCK_SIZE + 11)
+    store.write(CID, V, 0, data)
+    # Cached descriptors and page cache: served inline, same bytes as read().
+    assert store.read_nowait(CID, V, 5, 4096) == data[5:4101]
+    assert store.read_nowait(CID, V, 3 * BLOCK_SIZE, BLOCK_SIZE) == data[3 * BLOCK_SIZE :]
+    assert store.read_nowait(CID, V, len(data), 10) == b""
+    # No cached descriptors: declined (opening a file may block), nothing raised.
+    store.close()
+    assert store.read_nowait(CID, V, 0, 10) is None
+    assert store.read(CID, V, 0, 10) == data[:10]  # reopens and caches the fds
+    # Corruption is detected on the inline path too (the flip went through the page cache).
+    flip_byte(tmp_path, CID, BLOCK_SIZE + 3)
+    with pytest.raises(ChunkCorrupt) as info:
+        store.read_nowait(CID, V, BLOCK_SIZE, 10)
+    assert info.value.details["blocks"] == [1]
+    with pytest.raises(StaleChunkVersion):
+        store.read_nowait(CID, V + 1, 0, 10)

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import os
+import random
 import stat
 from pathlib import Path
 
 import pytest
 import trio
 
-from dfs.client.interfaces import Cred, SetAttr
+from dfs.client.interfaces import ChunkClient, ChunkRef, Cred, SetAttr
 from dfs.client.vfs import Vfs
-from dfs.errors import Exists, FileTooLarge, NameTooLong, NotFound
+from dfs.errors import Exists, FileTooLarge, IOFailure, NameTooLong, NotFound
 from dfs.types import CHUNK_SIZE, ROOT_INODE, InodeId
 from tests.helpers.cluster import InProcessCluster, inprocess_cluster
 
@@ -166,3 +167,118 @@ async def _reported_bad(cluster: InProcessCluster, cs_id: str) -> bool:
     return bool(status["counts"].get("bad_replicas", 0)) or any(
         c["id"] == cs_id and c.get("bad_replicas") for c in status["chunkservers"]
     )
+
+
+async def test_write_behind_and_batched_small_writes(tmp_path: Path) -> None:
+    # A VFS with a nursery flushes full buffers in the background; close still returns only
+    # once the data is on the chunkservers and the size is committed.
+    async with inprocess_cluster(tmp_path, write_buffer=256 << 10) as cluster:
+        base = cluster.vfs
+        assert base is not None
+        async with trio.open_nursery() as nursery:
+            vfs = Vfs(base.meta, base.chunks, write_buffer=256 << 10, nursery=nursery)
+            data = os.urandom(3 << 20)
+            fh, ino = await create_file(vfs, b"behind")
+            for pos in range(0, len(data), 100_000):  # unaligned pieces, many buffers
+                await vfs.write(fh, pos, data[pos : pos + 100_000])
+            await vfs.flush(fh, sync=True)
+            await vfs.release(fh, sync=False)
+            assert (await vfs.getattr(ino)).size == len(data)
+            assert await read_all(base, ino, len(data)) == data
+
+            # Scattered 4 KiB overwrites (each buffer full of them goes out as a few batched
+            # chunk.write_extents calls), across a chunk boundary.
+            expect = bytearray(data)
+            rng = random.Random(7)
+            fh, _ = await vfs.open(ino, os.O_WRONLY)
+            for _ in range(400):
+                off = rng.randrange(0, len(data) - 4096) // 4096 * 4096
+                piece = rng.randbytes(4096)
+                await vfs.write(fh, off, piece)
+                expect[off : off + 4096] = piece
+            tail = CHUNK_SIZE - 10  # straddles the first chunk's end: two chunks, one flush
+            await vfs.write(fh, tail, b"q" * 20)
+            expect += bytes(tail + 20 - len(expect))
+            expect[tail : tail + 20] = b"q" * 20
+            await vfs.release(fh, sync=True)
+            assert await read_all(base, ino, len(expect)) == bytes(expect)
+            assert vfs.statistics()["dirty_bytes"] == 0
+            nursery.cancel_scope.cancel()
+
+
+class FlakyChunks:
+    """The cluster's ChunkClient with writes that fail while ``failing`` is set."""
+
+    def __init__(self, inner: ChunkClient) -> None:
+        self.inner = inner
+        self.failing = False
+
+    async def read(self, chunk: ChunkRef, offset: int, length: int) -> bytes:
+        return await self.inner.read(chunk, offset, length)
+
+    async def write(
+        self, chunk: ChunkRef, offset: int, data: bytes | memoryview, sync: bool
+    ) -> None:
+        if self.failing:
+            raise IOFailure("injected write failure")
+        await self.inner.write(chunk, offset, data, sync)
+
+    async def write_extents(
+        self, chunk: ChunkRef, extents: list[tuple[int, bytes | memoryview]], sync: bool
+    ) -> None:
+        if self.failing:
+            raise IOFailure("injected write failure")
+        await self.inner.write_extents(chunk, extents, sync)
+
+    async def truncate(self, chunk: ChunkRef, length: int) -> None:
+        await self.inner.truncate(chunk, length)
+
+    async def sync(self, chunk: ChunkRef) -> None:
+        await self.inner.sync(chunk)
+
+
+async def test_failed_background_flush_reaches_the_writer(tmp_path: Path) -> None:
+    async with inprocess_cluster(tmp_path) as cluster:
+        base = cluster.vfs
+        assert base is not None
+        chunks = FlakyChunks(base.chunks)
+        buf = 64 << 10
+        async with trio.open_nursery() as nursery:
+            vfs = Vfs(base.meta, chunks, write_buffer=buf, nursery=nursery)
+            fh, ino = await create_file(vfs, b"flaky")
+            data = os.urandom(8 * buf)
+            chunks.failing = True
+            with pytest.raises(IOFailure):  # bounded: the writer sees the error within 3 buffers
+                for i in range(8):
+                    await vfs.write(fh, i * buf, data[i * buf : (i + 1) * buf])
+                    await trio.sleep(0.01)  # let the background flush run (and fail)
+            assert i <= 3
+            chunks.failing = False
+            for j in range(i + 1, 8):
+                await vfs.write(fh, j * buf, data[j * buf : (j + 1) * buf])
+            await vfs.release(fh, sync=True)  # the kept data goes out now
+            assert await read_all(base, ino, len(data)) == data
+            nursery.cancel_scope.cancel()
+
+
+async def test_fsync_on_a_reopened_file_reaches_the_disks(tmp_path: Path) -> None:
+    """write, close (replicated, not synced), open again, fsync: the earlier writes get synced."""
+    async with inprocess_cluster(tmp_path) as cluster:
+        vfs = cluster.vfs
+        assert vfs is not None
+        synced: list[int] = []
+        real_sync = vfs.chunks.sync
+
+        async def counting_sync(chunk: ChunkRef) -> None:
+            synced.append(chunk.chunk_id)
+            await real_sync(chunk)
+
+        vfs.chunks.sync = counting_sync  # type: ignore[method-assign]
+        fh, ino = await create_file(vfs, b"later-fsync", os.urandom(100_000))
+        await vfs.flush(fh, sync=False)
+        await vfs.release(fh, sync=False)
+        assert synced == []
+        fh2, _ = await vfs.open(ino, os.O_RDONLY)
+        await vfs.flush(fh2, sync=True)
+        assert len(synced) == 1
+        await vfs.release(fh2, sync=False)
