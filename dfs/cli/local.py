@@ -400,8 +400,9 @@ def cmd_status(args: argparse.Namespace) -> int:
             json.dumps({"state_dir": str(state), "healthy": healthy, "processes": rows}, indent=2)
         )
     else:
-        print(f"{'ROLE':<12}{'ID':<7}{'PID':<9}{'ADDRESS':<28}HEALTH")
+        width = max(len("ADDRESS"), *(len(r["address"]) for r in rows)) + 2
+        print(f"{'ROLE':<12}{'ID':<7}{'PID':<9}{'ADDRESS':<{width}}HEALTH")
         for r in rows:
             pid_text = str(r["pid"]) if r["pid"] else "-"
-            print(f"{r['role']:<12}{r['id']:<7}{pid_text:<9}{r['address']:<28}{r['health']}")
+            print(f"{r['role']:<12}{r['id']:<7}{pid_text:<9}{r['address']:<{width}}{r['health']}")
     return 0 if healthy else 1
