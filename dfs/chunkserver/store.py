@@ -264,40 +264,25 @@ class ChunkStore:
         _check_ids(chunk_id, version)
         if offset < 0 or length < 0:
             raise InvalidArgument("read offset and length must be >= 0")
-        with self._mu:
-            entry = self._locks.get(chunk_id)
-            if entry is None:
-                entry = self._locks[chunk_id] = _LockEntry()
-            entry.refs += 1
-        try:
-            if not entry.lock.acquire(blocking=False):
+        with self._chunk_lock(chunk_id, blocking=False) as locked:
+            if not locked:
                 return None
-            try:
-                with self._os_errors(chunk_id, reading=True):
-                    info = self._get(chunk_id, version)
-                    end = min(offset + length, info.length)
-                    if offset >= end:
-                        return b""
-                    first = offset // BLOCK_SIZE
-                    last = (end - 1) // BLOCK_SIZE
-                    files = self._fds.acquire_cached(chunk_id)
-                    if files is None:
-                        return None
-                    try:
-                        buf = self._read_blocks(
-                            files, chunk_id, info, first, last, pread=_pread_nowait
-                        )
-                    except _WouldBlock:
-                        return None
-                    finally:
-                        self._fds.release(files)
-            finally:
-                entry.lock.release()
-        finally:
-            with self._mu:
-                entry.refs -= 1
-                if entry.refs == 0:
-                    del self._locks[chunk_id]
+            with self._os_errors(chunk_id, reading=True):
+                info = self._get(chunk_id, version)
+                end = min(offset + length, info.length)
+                if offset >= end:
+                    return b""
+                first = offset // BLOCK_SIZE
+                last = (end - 1) // BLOCK_SIZE
+                files = self._fds.acquire_cached(chunk_id)
+                if files is None:
+                    return None
+                try:
+                    buf = self._read_blocks(files, chunk_id, info, first, last, pread=_pread_nowait)
+                except _WouldBlock:
+                    return None
+                finally:
+                    self._fds.release(files)
         start = offset - first * BLOCK_SIZE
         if start == 0 and end - offset == len(buf):
             return buf
@@ -394,15 +379,20 @@ class ChunkStore:
 
     # ---- internals: locking, index, errors ----
     @contextmanager
-    def _chunk_lock(self, chunk_id: int) -> Iterator[None]:
+    def _chunk_lock(self, chunk_id: int, *, blocking: bool = True) -> Iterator[bool]:
+        """Hold the chunk's lock; yields whether it was acquired (always, when blocking)."""
         with self._mu:
             entry = self._locks.get(chunk_id)
             if entry is None:
                 entry = self._locks[chunk_id] = _LockEntry()
             entry.refs += 1
         try:
-            with entry.lock:
-                yield
+            locked = entry.lock.acquire(blocking=blocking)
+            try:
+                yield locked
+            finally:
+                if locked:
+                    entry.lock.release()
         finally:
             with self._mu:
                 entry.refs -= 1

@@ -250,64 +250,44 @@ class RpcChunkClient:
             except DfsError as exc:
                 log.info("could not report bad replica of chunk %x: %s", chunk.chunk_id, exc)
 
-    def _chain(self, chunk: ChunkRef) -> tuple[str, list[dict[str, str]]]:
+    async def _chain_call(self, chunk: ChunkRef, method: str, params: dict[str, Any]) -> None:
+        """Call ``method`` on the head of the chunk's replica chain, which forwards it down."""
         if not chunk.servers:
             raise IOFailure(f"chunk {chunk.chunk_id:x} has no server to write to")
         head, *rest = chunk.servers
-        return head.address, [s.to_wire() for s in rest]
+        await self._pool.call(
+            head.address,
+            method,
+            {"chunk_id": chunk.chunk_id, "chain": [s.to_wire() for s in rest], **params},
+            timeout=self._timeout,
+        )
 
     async def write(
         self, chunk: ChunkRef, offset: int, data: bytes | memoryview, sync: bool
     ) -> None:
-        head, chain = self._chain(chunk)
-        await self._pool.call(
-            head,
+        await self._chain_call(
+            chunk,
             "chunk.write",
-            {
-                "chunk_id": chunk.chunk_id,
-                "version": chunk.version,
-                "offset": offset,
-                "data": data,
-                "chain": chain,
-                "sync": sync,
-            },
-            timeout=self._timeout,
+            {"version": chunk.version, "offset": offset, "data": data, "sync": sync},
         )
 
     async def write_extents(
         self, chunk: ChunkRef, extents: list[tuple[int, bytes | memoryview]], sync: bool
     ) -> None:
-        head, chain = self._chain(chunk)
-        await self._pool.call(
-            head,
+        await self._chain_call(
+            chunk,
             "chunk.write_extents",
             {
-                "chunk_id": chunk.chunk_id,
                 "version": chunk.version,
                 "extents": [[offset, data] for offset, data in extents],
-                "chain": chain,
                 "sync": sync,
             },
-            timeout=self._timeout,
         )
 
     async def truncate(self, chunk: ChunkRef, length: int) -> None:
-        head, chain = self._chain(chunk)
-        await self._pool.call(
-            head,
-            "chunk.truncate",
-            {
-                "chunk_id": chunk.chunk_id,
-                "version": chunk.version,
-                "length": length,
-                "chain": chain,
-                "sync": True,
-            },
-            timeout=self._timeout,
+        await self._chain_call(
+            chunk, "chunk.truncate", {"version": chunk.version, "length": length, "sync": True}
         )
 
     async def sync(self, chunk: ChunkRef) -> None:
-        head, chain = self._chain(chunk)
-        await self._pool.call(
-            head, "chunk.sync", {"chunk_id": chunk.chunk_id, "chain": chain}, timeout=self._timeout
-        )
+        await self._chain_call(chunk, "chunk.sync", {})
