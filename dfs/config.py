@@ -6,6 +6,9 @@ One file per process.  Example (``metaserver.toml``)::
     id = "m1"
     listen = "127.0.0.1:9420"
     data_dir = "/var/lib/dfs/meta"
+    # The Raft group (optional; default: this node alone at its listen address).  Every
+    # member lists the same group; a member's certificate is named after its id.
+    members = ["m1=127.0.0.1:9420", "m2=127.0.0.1:9421", "m3=127.0.0.1:9422"]
 
     [cluster]
     metaservers = ["127.0.0.1:9420"]
@@ -67,17 +70,45 @@ class MetaserverConfig:
     default_goal: int = 2
     #: Seconds without a heartbeat before a chunkserver is considered gone.
     chunkserver_timeout: float = 10.0
+    #: Raft group members as ``"id=host:port"``; empty means this node alone at ``listen``.
+    #: Only a NEW data directory may join a multi-member group.
+    members: tuple[str, ...] = ()
+    #: Seconds per Raft tick (a follower campaigns after 10 to 20 ticks without a leader).
+    raft_tick: float = 0.05
 
     def validate(self) -> None:
         if not self.id:
             raise ConfigError("[metaserver] id must not be empty")
         parse_address(self.listen)
+        pairs = self.member_pairs()
+        ids = [i for i, _ in pairs]
+        if len(set(ids)) != len(ids):
+            raise ConfigError(f"[metaserver] members: duplicate ids in {ids}")
+        if self.id not in ids:
+            raise ConfigError(f"[metaserver] members must include this node's id {self.id!r}")
+        if not 0 < self.raft_tick <= 5:
+            raise ConfigError("[metaserver] raft_tick must be > 0 and <= 5")
         if self.snapshot_every < 1:
             raise ConfigError("[metaserver] snapshot_every must be >= 1")
         if not 1 <= self.default_goal <= 16:
             raise ConfigError("[metaserver] default_goal must be between 1 and 16")
         if self.chunkserver_timeout <= 0:
             raise ConfigError("[metaserver] chunkserver_timeout must be > 0")
+
+    def member_pairs(self) -> list[tuple[str, str]]:
+        """``[(id, address), ...]`` of the Raft group; ConfigError on a malformed entry."""
+        if not self.members:
+            return [(self.id, self.listen)]
+        pairs = []
+        for item in self.members:
+            node_id, sep, address = str(item).partition("=")
+            if not sep or not node_id.strip():
+                raise ConfigError(
+                    f"[metaserver] members: bad entry {item!r}: expected ID=HOST:PORT"
+                )
+            parse_address(address.strip())
+            pairs.append((node_id.strip(), address.strip()))
+        return pairs
 
 
 @dataclass(frozen=True)
@@ -168,6 +199,11 @@ def _build(cls: type[Any], table: dict[str, Any], name: str, base: Path) -> Any:
     if unknown:
         raise ConfigError(f"[{name}] unknown key(s): {', '.join(sorted(unknown))}")
     kwargs = dict(table)
+    if "members" in kwargs:
+        members = kwargs["members"]
+        if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
+            raise ConfigError(f'[{name}] members must be a list of "ID=HOST:PORT" strings')
+        kwargs["members"] = tuple(members)
     if "data_dir" in kwargs:
         kwargs["data_dir"] = (base / str(kwargs["data_dir"])).resolve()
     try:

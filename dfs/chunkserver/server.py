@@ -86,7 +86,10 @@ class MetaserverLink:
         for _ in range(len(self._addresses)):
             address = self.current
             try:
-                return await self._pool.call(address, method, params, timeout=timeout)
+                # With several metaservers, do not wait out a dead one's reconnect backoff.
+                return await self._pool.call(
+                    address, method, params, timeout=timeout, fail_fast=len(self._addresses) > 1
+                )
             except _FAILOVER_ERRORS as exc:
                 last = exc
                 self._fail_over(exc)

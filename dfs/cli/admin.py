@@ -9,9 +9,10 @@ from typing import Any
 
 import trio
 
+from dfs.client.remote import RpcMetaClient
 from dfs.config import Config, load_config
 from dfs.errors import ConfigError
-from dfs.rpc.client import RpcClient
+from dfs.rpc.client import RpcClient, RpcClientPool
 from dfs.security.identity import Role
 
 
@@ -20,23 +21,24 @@ async def admin_call(
     method: str,
     params: dict[str, Any],
     timeout: float,  # noqa: ASYNC109 - a per-call RPC deadline, passed down
+    *,
+    idempotent: bool = True,
 ) -> Any:
-    """Call ``method`` on the first metaserver that answers."""
-    last: Exception | None = None
-    for address in cfg.cluster.metaservers:
-        async with RpcClient(
-            address, cfg.tls, name="dfs-admin", expect_roles={Role.METASERVER}
-        ) as rpc:
-            try:
-                return await rpc.call(method, params, timeout=timeout)
-            except Exception as exc:
-                last = exc
-    assert last is not None
-    raise last
+    """Call ``method`` on the metadata leader, found among ``cfg.cluster.metaservers``."""
+    async with RpcClientPool(cfg.tls, name="dfs-admin", expect_roles={Role.METASERVER}) as pool:
+        meta = RpcMetaClient(pool, cfg.cluster.metaservers, op_timeout=timeout)
+        return await meta.request(method, params, idempotent=idempotent)
+
+
+async def member_status(cfg: Config, address: str, timeout: float) -> Any:  # noqa: ASYNC109
+    """``admin.status`` of the one metaserver at ``address`` (leader or not)."""
+    async with RpcClient(address, cfg.tls, name="dfs-admin", expect_roles={Role.METASERVER}) as rpc:
+        return await rpc.call("admin.status", {}, timeout=timeout, fail_fast=True)
 
 
 def fetch_status(cfg: Config, timeout: float = 10.0) -> dict[str, Any]:
-    result = trio.run(admin_call, cfg, "admin.status", {}, timeout)
+    """The leader's ``admin.status`` (it alone knows the chunkservers)."""
+    result = trio.run(admin_call, cfg, "admin.status", {"require_leader": True}, timeout)
     if not isinstance(result, dict):
         raise ConfigError("metaserver sent a malformed status")
     return result

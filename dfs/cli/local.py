@@ -5,7 +5,8 @@ State directory layout (kept between runs, so a second ``up`` brings back the sa
     STATE/cluster.json        ports, ids and the mount point chosen by the first ``up``
     STATE/ca/                 the cluster CA (ca.crt, ca.key)
     STATE/certs/              one certificate per process, plus client and admin
-    STATE/<id>.toml           the config of each daemon (m1, cs1, cs2, cs3)
+    STATE/<id>.toml           the config of each daemon (m1..m3, cs1, cs2, cs3); the metaservers
+                              form one Raft group (``[metaserver] members``)
     STATE/client.toml         ready-made config for ``dfs mount MOUNTPOINT --config``
     STATE/admin.toml          ready-made config for admin commands (``dfs status``)
     STATE/data/<id>/          each daemon's data directory
@@ -99,18 +100,24 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _create(state: Path, mountpoint: Path, chunkservers: int) -> LocalCluster:
-    """Lay out a new state directory: CA, certificates, configs."""
+def _create(state: Path, mountpoint: Path, chunkservers: int, metaservers: int) -> LocalCluster:
+    """Lay out a new state directory: CA, certificates, configs.  The metaservers form a new
+    Raft group (a new state directory only: existing data never joins a new group)."""
     from dfs.security.ca import init_ca, issue_certificate
     from dfs.security.identity import Role
 
     if chunkservers < 1:
         raise LocalError("--chunkservers must be at least 1")
+    if metaservers not in (1, 3, 5):
+        raise LocalError("--metaservers must be 1, 3 or 5")
     for sub in ("logs", "run", "data", "certs"):
         (state / sub).mkdir(parents=True, exist_ok=True)
     init_ca(state / "ca", cluster_name="dfs-local")
     certs = state / "certs"
-    procs = [ProcSpec("m1", "metaserver", f"127.0.0.1:{_free_port()}")]
+    procs = [
+        ProcSpec(f"m{i}", "metaserver", f"127.0.0.1:{_free_port()}")
+        for i in range(1, metaservers + 1)
+    ]
     procs += [
         ProcSpec(f"cs{i}", "chunkserver", f"127.0.0.1:{_free_port()}")
         for i in range(1, chunkservers + 1)
@@ -118,6 +125,7 @@ def _create(state: Path, mountpoint: Path, chunkservers: int) -> LocalCluster:
     procs.append(ProcSpec("mount", "mount", str(mountpoint)))
     cluster = LocalCluster(state=state, procs=procs)
     metas = cluster.meta_addresses()
+    members = [f"{p.id}={p.address}" for p in procs if p.role == "metaserver"]
     for p in procs:
         if p.role == "mount":
             continue
@@ -129,7 +137,12 @@ def _create(state: Path, mountpoint: Path, chunkservers: int) -> LocalCluster:
         }
         data_dir = str(state / "data" / p.id)
         if p.role == "metaserver":
-            tables["metaserver"] = {"id": p.id, "listen": p.address, "data_dir": data_dir}
+            tables["metaserver"] = {
+                "id": p.id,
+                "listen": p.address,
+                "data_dir": data_dir,
+                "members": members,
+            }
         else:
             tables["chunkserver"] = {
                 "id": p.id,
@@ -241,7 +254,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             raise LocalError(f"{state} exists, is not empty and holds no local cluster")
         mountpoint = Path(args.mount).expanduser().absolute() if args.mount else state / "mnt"
         state.mkdir(parents=True, exist_ok=True)
-        cluster = _create(state, mountpoint, args.chunkservers)
+        cluster = _create(state, mountpoint, args.chunkservers, args.metaservers)
     else:
         cluster = LocalCluster.load(state)
         if args.mount and Path(args.mount).expanduser().absolute() != cluster.mountpoint:
@@ -256,8 +269,11 @@ def cmd_up(args: argparse.Namespace) -> int:
         unmount(str(mnt), lazy=True)
     mnt.mkdir(parents=True, exist_ok=True)
     started: list[str] = []
-    # Order matters: the metaserver first, chunkservers register with it, the mount last.
+    # Order matters: the metaservers first, chunkservers register with their leader, the mount
+    # last, once the leader knows every chunkserver.
     for role in ("metaserver", "chunkserver", "mount"):
+        if role == "mount" and started:
+            _wait_cluster(cluster)
         children: list[tuple[ProcSpec, subprocess.Popen[bytes]]] = []
         for proc in cluster.procs:
             if proc.role != role:
@@ -270,8 +286,6 @@ def cmd_up(args: argparse.Namespace) -> int:
             started.append(proc.id)
         for proc, child in children:
             _wait_ready(state, proc, child)
-        if role == "chunkserver" and children:
-            _wait_chunkservers(cluster)
     print(f"dfs local cluster {'created' if new else 'up'} in {state}")
     print(f"  started: {', '.join(started) if started else 'nothing (all running)'}")
     for proc in cluster.procs:
@@ -294,18 +308,53 @@ def _admin_status(cluster: LocalCluster, timeout: float = 5.0) -> dict[str, Any]
         return None
 
 
-def _wait_chunkservers(cluster: LocalCluster) -> None:
-    """Wait until the metaserver has heard from every chunkserver (so the mount can write)."""
+def _wait_cluster(cluster: LocalCluster) -> None:
+    """Wait until the metaservers elected a leader, the namespace is initialised and the
+    leader has heard from every chunkserver (so the mount can write)."""
     want = {p.id for p in cluster.procs if p.role == "chunkserver"}
     deadline = time.monotonic() + READY_TIMEOUT
     while time.monotonic() < deadline:
         status = _admin_status(cluster, timeout=2.0)
-        if status is not None:
+        if status is not None and status.get("initialised", True):
             alive = {c["id"] for c in status.get("chunkservers", []) if c.get("state") == "alive"}
             if want <= alive:
                 return
         time.sleep(0.1)
-    raise LocalError("chunkservers did not register with the metaserver in time; see logs/")
+    raise LocalError(
+        "no metadata leader, or chunkservers did not register with it in time; see logs/"
+    )
+
+
+def _member_views(cluster: LocalCluster, timeout: float = 3.0) -> dict[str, dict[str, Any]]:
+    """Each reachable metaserver's own Raft view (``admin.status`` of that member), by id."""
+    import trio
+
+    from dfs.cli.admin import member_status
+    from dfs.config import load_config
+
+    try:
+        cfg = load_config(cluster.state / "admin.toml")
+    except Exception:
+        return {}
+    views: dict[str, dict[str, Any]] = {}
+
+    async def ask(proc: ProcSpec) -> None:
+        try:
+            status = await member_status(cfg, proc.address, timeout)
+        except Exception:
+            return
+        for m in status.get("metaservers", []) if isinstance(status, dict) else []:
+            if m.get("id") == proc.id:
+                views[proc.id] = m
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            for proc in cluster.procs:
+                if proc.role == "metaserver" and running_pid(cluster.state, proc) is not None:
+                    nursery.start_soon(ask, proc)
+
+    trio.run(main)
+    return views
 
 
 def _signal(pid: int, sig: signal.Signals) -> None:
@@ -363,10 +412,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     cluster = LocalCluster.load(state)
     status = _admin_status(cluster)
     cs_state: dict[str, str] = {}
-    meta_state: dict[str, dict[str, Any]] = {}
     if status is not None:
         cs_state = {c["id"]: c.get("state", "?") for c in status.get("chunkservers", [])}
-        meta_state = {m["id"]: m for m in status.get("metaservers", [])}
+    meta_state = _member_views(cluster)
     rows = []
     for proc in cluster.procs:
         pid = running_pid(state, proc)
@@ -378,9 +426,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             health = cs_state.get(proc.id, "unregistered" if status else "unknown")
         else:
             m = meta_state.get(proc.id)
-            health = (
-                m.get("role", "running") if m else ("unreachable" if status is None else "running")
-            )
+            health = str(m.get("role", "running")) if m else "unreachable"
         row: dict[str, Any] = {
             "role": proc.role,
             "id": proc.id,
@@ -390,7 +436,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         }
         if proc.role == "metaserver" and proc.id in meta_state:
             m = meta_state[proc.id]
-            row.update({k: m.get(k) for k in ("term", "commit_index", "applied_index")})
+            row.update({k: m.get(k) for k in ("term", "leader", "commit_index", "applied_index")})
         rows.append(row)
     healthy = all(
         r["health"] not in ("stopped", "unreachable", "not mounted", "dead") for r in rows
@@ -404,5 +450,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"{'ROLE':<12}{'ID':<7}{'PID':<9}{'ADDRESS':<{width}}HEALTH")
         for r in rows:
             pid_text = str(r["pid"]) if r["pid"] else "-"
-            print(f"{r['role']:<12}{r['id']:<7}{pid_text:<9}{r['address']:<{width}}{r['health']}")
+            raft = (
+                f"  term {r['term']} commit {r['commit_index']} applied {r['applied_index']}"
+                if "term" in r
+                else ""
+            )
+            print(
+                f"{r['role']:<12}{r['id']:<7}{pid_text:<9}{r['address']:<{width}}"
+                f"{r['health']}{raft}"
+            )
     return 0 if healthy else 1

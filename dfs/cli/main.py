@@ -187,6 +187,13 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--chunkservers", type=int, default=3, help="number of chunkservers (new state only)"
     )
+    up.add_argument(
+        "--metaservers",
+        type=int,
+        default=3,
+        choices=(1, 3, 5),
+        help="metaservers in the Raft group (new state only)",
+    )
     down = local_sub.add_parser("down", help="unmount and stop everything")
     down.add_argument("--dir", default=str(DEFAULT_STATE_DIR), help="state directory")
     st = local_sub.add_parser("status", help="list the local cluster's processes")

@@ -13,7 +13,7 @@ from dfs.client.vfs import Vfs
 from dfs.config import Config
 from dfs.fuse.handshake import FuseConfig
 from dfs.fuse.mount import serve
-from dfs.rpc.client import RpcClient, RpcClientPool
+from dfs.rpc.client import RpcClientPool
 from dfs.security.identity import Role
 from dfs.types import ROOT_INODE
 
@@ -35,13 +35,11 @@ async def run_mount(
     client_cfg = cfg.client
     name = f"mount:{mountpoint}"
     async with (
-        RpcClient(
-            cfg.cluster.metaservers[0], cfg.tls, name=name, expect_roles={Role.METASERVER}
-        ) as rpc,
+        RpcClientPool(cfg.tls, name=name, expect_roles={Role.METASERVER}) as metas,
         RpcClientPool(cfg.tls, name=name, expect_roles={Role.CHUNKSERVER}) as pool,
         trio.open_nursery() as nursery,
     ):
-        meta = RpcMetaClient(rpc, op_timeout=client_cfg.op_timeout)
+        meta = RpcMetaClient(metas, cfg.cluster.metaservers, op_timeout=client_cfg.op_timeout)
         # Fail early, with a clear message, when the cluster cannot be reached at all.
         await meta.getattr(ROOT_INODE)
         chunks = RpcChunkClient(pool, meta, op_timeout=client_cfg.op_timeout, nursery=nursery)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Sequence
 from typing import Any
 
 import trio
@@ -23,10 +24,11 @@ from dfs.errors import (
     DeadlineExceeded,
     DfsError,
     IOFailure,
+    NotLeader,
     StaleChunkVersion,
     Unavailable,
 )
-from dfs.rpc.client import RpcClient, RpcClientPool
+from dfs.rpc.client import RpcClientPool
 from dfs.types import InodeId
 
 log = logging.getLogger(__name__)
@@ -43,29 +45,86 @@ _REPLICA_ERRORS = (
 
 
 class RpcMetaClient:
-    """Talks to the metaserver.  Idempotent reads are retried after a lost connection until
-    ``op_timeout``; mutations are sent once (exactly-once retries come with sessions)."""
+    """Talks to the metadata Raft group, following its leader.
 
-    def __init__(self, rpc: RpcClient, *, op_timeout: float) -> None:
-        self._rpc = rpc
+    Every call goes to the member believed to lead.  ``NotLeader`` moves to
+    ``details["leader"]`` (or the next address while an election runs) and retries: the
+    command was not committed.  A call that could not be sent (``Unavailable`` from the
+    client side) is retried on the next address.  Idempotent reads are also retried after a
+    lost connection or a missing answer.  A mutation that was sent and then lost raises
+    (exactly-once retries come with sessions).  Everything happens within ``op_timeout``.
+    """
+
+    def __init__(self, pool: RpcClientPool, addresses: Sequence[str], *, op_timeout: float) -> None:
+        if not addresses:
+            raise ValueError("RpcMetaClient needs at least one metaserver address")
+        self._pool = pool
+        self._addresses = list(dict.fromkeys(addresses))
+        self._current = self._addresses[0]
         self._timeout = op_timeout
 
+    @property
+    def current(self) -> str:
+        """The address calls go to first (the leader as far as this client knows)."""
+        return self._current
+
+    def _next(self, leader: Any = None) -> None:
+        if isinstance(leader, str) and leader and leader != self._current:
+            self._current = leader
+            return
+        try:
+            i = self._addresses.index(self._current)
+        except ValueError:
+            i = -1
+        self._current = self._addresses[(i + 1) % len(self._addresses)]
+
     async def _call(self, method: str, params: dict[str, Any]) -> Any:
-        return await self._rpc.call(method, params, timeout=self._timeout)
+        return await self.request(method, params, idempotent=False)
 
     async def _read(self, method: str, params: dict[str, Any]) -> Any:
+        return await self.request(method, params, idempotent=True)
+
+    async def request(self, method: str, params: dict[str, Any], *, idempotent: bool) -> Any:
+        """Call ``method`` on the leader (see the class docstring)."""
         deadline = trio.current_time() + self._timeout
-        delay = 0.05
+        # With several members, do not wait out one member's reconnect backoff: another one
+        # may lead.  With one, wait for it as before.
+        fail_fast = len(self._addresses) > 1
+        delay = 0.02
+        failures = 0
         while True:
+            address = self._current
+            remaining = deadline - trio.current_time()
             try:
-                return await self._rpc.call(
-                    method, params, timeout=max(0.01, deadline - trio.current_time())
+                return await self._pool.call(
+                    address, method, params, timeout=max(0.01, remaining), fail_fast=fail_fast
                 )
-            except ConnectionLost:
-                if trio.current_time() + delay >= deadline:
+            except NotLeader as exc:
+                self._next(exc.details.get("leader"))
+                error: DfsError = exc
+            except Unavailable as exc:
+                # Client side (carries the address): never sent.  Server side: the node is
+                # not running or the namespace not initialised (marked retryable), or the
+                # outcome of a command is unknown (only a read may be retried then).
+                if not (idempotent or "address" in exc.details or exc.details.get("retry")):
                     raise
+                self._next()
+                error = exc
+            except (ConnectionLost, DeadlineExceeded) as exc:
+                if not idempotent:
+                    raise
+                self._next()
+                error = exc
+            failures += 1
+            if failures % len(self._addresses) == 0:
+                # Every member failed once (an election is running, or all are down): pause.
+                if trio.current_time() + delay >= deadline:
+                    raise error
                 await trio.sleep(delay)
-                delay = min(delay * 2, 1.0)
+                delay = min(delay * 2, 0.5)
+            elif trio.current_time() >= deadline:
+                raise error
+            log.debug("%s on %s failed (%s); trying %s", method, address, error, self._current)
 
     async def lookup(self, parent: InodeId, name: bytes) -> InodeAttr:
         return InodeAttr.from_wire(await self._read("fs.lookup", {"parent": parent, "name": name}))

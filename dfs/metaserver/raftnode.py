@@ -186,6 +186,7 @@ class RaftNode:
         self._nursery: trio.Nursery | None = None
         self._role = core.role
         self._leader: NodeId | None = core.leader
+        self._leader_since: float | None = None
         self._stats = {
             "proposals": 0,
             "failed_commands": 0,
@@ -254,6 +255,10 @@ class RaftNode:
     # ------------------------------------------------------------------ queries
     def is_leader(self) -> bool:
         return self._running and self.core.role is Role.LEADER
+
+    def leader_since(self) -> float | None:
+        """``trio.current_time()`` when this node last became leader; None unless leading."""
+        return self._leader_since if self.is_leader() else None
 
     def leader_id(self) -> NodeId | None:
         return self.core.leader
@@ -589,6 +594,8 @@ class RaftNode:
             for r in self._reads_pending.values():
                 r.fail(error)
             self._reads_pending.clear()
+        if soft.role is Role.LEADER and self._role is not Role.LEADER:
+            self._leader_since = trio.current_time()
         self._role, self._leader = soft.role, soft.leader
 
     def _install(self, snap: Snapshot) -> None:

@@ -59,6 +59,8 @@ class Registry:
         self.servers: dict[str, ChunkserverInfo] = {}
         self.locations: dict[ChunkId, set[str]] = {}
         self._held: dict[str, set[ChunkId]] = {}
+        #: Chunkservers the leader announced in the log as registered (see MetaService).
+        self.expected: set[str] = set()
         self._delete: dict[str, set[ChunkId]] = {}
         self.bad: dict[ChunkId, set[str]] = {}
 
@@ -197,6 +199,16 @@ class Registry:
                 self._delete.setdefault(sid, set()).add(cid)
 
     # ------------------------------------------------------------------ queries
+    def missing_known(self, now: float) -> set[str]:
+        """Chunkservers known to hold chunks (from registrations or, on a member that was a
+        follower, from applied allocations) that are not alive here now."""
+        known = set(self._held) | set(self.servers) | self.expected
+        return {
+            sid
+            for sid in known
+            if (info := self.servers.get(sid)) is None or not self._alive(info, now)
+        }
+
     def _alive(self, info: ChunkserverInfo, now: float) -> bool:
         return info.alive and now - info.last_heartbeat <= self.timeout
 

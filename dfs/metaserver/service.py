@@ -1,9 +1,12 @@
 """RPC handlers of the metaserver (docs/protocol.md, "Metaserver methods").
 
 Mutations become commands stamped with ``now_ns`` (wall clock: file timestamps are data, not
-timing logic) and go through ``Committer.propose``; they are answered once applied.  Reads are
-served from the applied state, which already holds every acknowledged mutation.  Soft state
-(chunkservers, replica locations) lives in the ``Registry``; trio's clock drives liveness.
+timing logic) and go through ``RaftNode.propose``; they are answered once committed and applied.
+Reads first pass ``RaftNode.read_barrier`` (ReadIndex: this node still leads and has applied
+everything committed before the read), so they are linearizable; a follower answers every
+client and chunkserver call with ``NotLeader`` (``details["leader"]``).  Soft state
+(chunkservers, replica locations) lives in the ``Registry`` of every member (apply listeners
+run on each); chunkservers register with the leader only.  Trio's clock drives liveness.
 """
 
 from __future__ import annotations
@@ -14,12 +17,13 @@ from typing import Any
 
 import trio
 
-from dfs.errors import BadRequest, Unauthorized
-from dfs.metaserver.commit import Committer
+from dfs.errors import BadRequest, DfsError, NotLeader, Unauthorized, Unavailable
+from dfs.metaserver.raftnode import RaftNode
 from dfs.metaserver.registry import Registry
+from dfs.rpc.client import RpcClientPool
 from dfs.rpc.dispatch import Dispatcher, Handler
 from dfs.rpc.params import Params
-from dfs.security.identity import Peer, Role
+from dfs.security.identity import Peer, Role, TlsFiles
 from dfs.types import ChunkId, InodeId
 
 logger = logging.getLogger(__name__)
@@ -27,6 +31,10 @@ logger = logging.getLogger(__name__)
 _U32 = (1 << 32) - 1
 _I64_MIN, _I64_MAX = -(1 << 63), (1 << 63) - 1
 _U64 = (1 << 64) - 1
+
+#: Seconds a new leader waits for known chunkservers to register before it serves replica
+#: locations or places chunks.
+WARMUP = 5.0
 
 CLIENT = (Role.CLIENT,)
 CHUNKSERVER = (Role.CHUNKSERVER,)
@@ -43,20 +51,23 @@ class MetaService:
 
     def __init__(
         self,
-        committer: Committer,
+        node: RaftNode,
         registry: Registry,
         *,
         node_id: str,
         address: str,
         cluster_id: str,
+        tls: TlsFiles | None = None,
     ) -> None:
-        self.committer = committer
-        self.ns = committer.namespace
+        self.node = node
+        self.ns = node.namespace
         self.registry = registry
         self.node_id = node_id
         self.address = address
         self.cluster_id = cluster_id
-        committer.add_listener(self.on_applied)
+        #: Used by admin.status to ask the other members for their own view.
+        self._tls = tls
+        node.add_listener(self.on_applied)
         self.dispatcher = Dispatcher()
         table: list[tuple[str, Handler, tuple[Role, ...]]] = [
             ("fs.lookup", self.lookup, CLIENT),
@@ -83,18 +94,56 @@ class MetaService:
             ("cs.heartbeat", self.cs_heartbeat, CHUNKSERVER),
             ("cs.report_bad", self.cs_report_bad, (Role.CHUNKSERVER, Role.CLIENT)),
             ("admin.status", self.admin_status, ADMIN),
+            ("admin.raft_status", self.admin_raft_status, (Role.METASERVER,)),
         ]
         for name, handler, roles in table:
             self.dispatcher.register(name, handler, roles)
 
     # ------------------------------------------------------------------ plumbing
     async def _propose(self, op: str, **args: Any) -> Any:
-        return await self.committer.propose({"op": op, "now_ns": time.time_ns(), **args})
+        self._check_initialised()
+        return await self.node.propose({"op": op, "now_ns": time.time_ns(), **args})
+
+    def _check_initialised(self) -> None:
+        if not self.ns.initialised:
+            raise Unavailable("the namespace is not initialised yet", retry=True)
+
+    async def _read(self) -> None:
+        """Before serving a read: linearizable (ReadIndex), NotLeader on a follower."""
+        await self.node.read_barrier()
+        self._check_initialised()
+
+    async def _wait_registry_warm(self) -> None:
+        """A new leader's registry starts empty: chunkservers re-register within about one
+        heartbeat of an election.  Until they do (at most ``WARMUP`` after the election),
+        replica locations and placement would be wrong, so wait for every chunkserver this
+        node knows of: announced in the log by an earlier leader (``cs.register`` proposes a
+        ``noop`` naming it) or holding chunks allocated while this node was a follower."""
+        since = self.node.leader_since()
+        if since is None:
+            return
+        deadline = since + min(WARMUP, self.registry.timeout)
+        while True:
+            now = trio.current_time()
+            if now >= deadline or not self.registry.missing_known(now):
+                return
+            await trio.sleep(0.05)
+
+    def _require_leader(self) -> None:
+        """Chunkservers talk to the leader only (its registry places new chunks)."""
+        if not self.node.is_leader():
+            addr = self.node.leader_address()
+            raise NotLeader(
+                f"{self.node_id} is not the metadata leader" + (f"; try {addr}" if addr else ""),
+                leader=addr,
+            )
 
     def on_applied(self, command: dict[str, Any], result: Any, freed: list[ChunkId]) -> None:
         """Committer hook: keep the soft state in step with the log, in log order."""
         if freed:
             self.registry.forget_chunks(freed)
+        if command["op"] == "noop" and isinstance(command.get("registered"), str):
+            self.registry.expected.add(command["registered"])
         if command["op"] == "alloc_chunk" and result["created"]:
             self.registry.add_replicas(result["chunk_id"], command.get("servers", ()))
 
@@ -104,26 +153,33 @@ class MetaService:
 
     # ------------------------------------------------------------------ fs.* reads
     async def lookup(self, peer: Peer, params: dict[str, Any]) -> Any:
+        await self._read()
         p = Params(params)
         return self.ns.lookup(p.int("parent", min=1), p.bytes("name"))
 
     async def getattr(self, peer: Peer, params: dict[str, Any]) -> Any:
+        await self._read()
         return self.ns.getattr(Params(params).int("ino", min=1))
 
     async def readlink(self, peer: Peer, params: dict[str, Any]) -> Any:
+        await self._read()
         return self.ns.readlink(Params(params).int("ino", min=1))
 
     async def readdir(self, peer: Peer, params: dict[str, Any]) -> Any:
+        await self._read()
         return self.ns.readdir(Params(params).int("ino", min=1))
 
     async def getxattr(self, peer: Peer, params: dict[str, Any]) -> Any:
+        await self._read()
         p = Params(params)
         return self.ns.getxattr(p.int("ino", min=1), p.bytes("name"))
 
     async def listxattr(self, peer: Peer, params: dict[str, Any]) -> Any:
+        await self._read()
         return self.ns.listxattr(Params(params).int("ino", min=1))
 
     async def statfs(self, peer: Peer, params: dict[str, Any]) -> Any:
+        await self._read()
         total, free, live = self.registry.totals(trio.current_time())
         return {
             "total_bytes": total,
@@ -146,6 +202,8 @@ class MetaService:
             atime_ns=p.opt_int("atime_ns", min=_I64_MIN, max=_I64_MAX),
             mtime_ns=p.opt_int("mtime_ns", min=_I64_MIN, max=_I64_MAX),
         )
+        if result["trim"]:
+            await self._wait_registry_warm()
         return {"attr": result["attr"], "trim": [self._with_servers(c) for c in result["trim"]]}
 
     async def mknod(self, peer: Peer, params: dict[str, Any]) -> Any:
@@ -220,13 +278,17 @@ class MetaService:
 
     # ------------------------------------------------------------------ file.*
     async def file_chunks(self, peer: Peer, params: dict[str, Any]) -> Any:
+        await self._read()
         p = Params(params)
+        await self._wait_registry_warm()
         chunks = self.ns.file_chunks(
             p.int("ino", min=1), p.int("first", min=0), p.int("count", min=0, max=_U32)
         )
         return [self._with_servers(c) for c in chunks]
 
     async def alloc_chunk(self, peer: Peer, params: dict[str, Any]) -> Any:
+        await self._read()
+        await self._wait_registry_warm()
         p = Params(params)
         ino, index = p.int("ino", min=1), p.int("index", min=0)
         existing = self.ns.file_chunks(ino, index, 1)  # also checks ino is a regular file
@@ -264,6 +326,7 @@ class MetaService:
         return server_id
 
     async def cs_register(self, peer: Peer, params: dict[str, Any]) -> Any:
+        self._require_leader()
         p = Params(params)
         server_id = self._server_id(peer, p)
         chunks: list[tuple[int, int]] = []
@@ -284,9 +347,13 @@ class MetaService:
             chunks=chunks,
             now=trio.current_time(),
         )
-        return {"cluster_id": self.cluster_id}
+        # Announce the chunkserver in the log, so that every member knows whom to wait for
+        # once it becomes leader (``_wait_registry_warm``).
+        await self._propose("noop", registered=server_id)
+        return {"cluster_id": self.ns.cluster_id}
 
     async def cs_heartbeat(self, peer: Peer, params: dict[str, Any]) -> Any:
+        self._require_leader()
         p = Params(params)
         delete = self.registry.heartbeat(
             server_id=self._server_id(peer, p),
@@ -297,6 +364,7 @@ class MetaService:
         return {"delete": delete}
 
     async def cs_report_bad(self, peer: Peer, params: dict[str, Any]) -> Any:
+        self._require_leader()
         p = Params(params)
         self.registry.report_bad(
             server_id=p.str("id", max_len=256),
@@ -306,21 +374,71 @@ class MetaService:
         )
 
     # ------------------------------------------------------------------ admin.*
-    async def admin_status(self, peer: Peer, params: dict[str, Any]) -> Any:
-        now = trio.current_time()
-        stats = self.committer.statistics()
-        under, missing = self.registry.health(now)
+    def _raft_view(self) -> dict[str, Any]:
+        st = self.node.statistics()
         return {
-            "metaservers": [
-                {
-                    "id": self.node_id,
-                    "address": self.address,
-                    "role": "leader",
-                    "term": stats.term,
-                    "commit_index": stats.commit_index,
-                    "applied_index": stats.applied_index,
-                }
-            ],
+            "id": self.node_id,
+            "address": self.address,
+            "role": st.role,
+            "term": st.term,
+            "leader": st.leader,
+            "leader_address": st.leader_address,
+            "commit_index": st.commit_index,
+            "applied_index": st.applied_index,
+            "snapshot_index": st.snapshot_index,
+            "last_index": st.last_index,
+        }
+
+    async def admin_raft_status(self, peer: Peer, params: dict[str, Any]) -> Any:
+        """This member's own Raft view (asked by the other members for admin.status)."""
+        return self._raft_view()
+
+    async def _members_view(self) -> list[dict[str, Any]]:
+        """Every member's own view, asked in parallel (1 s each); what this node knows of a
+        member that does not answer."""
+        me = self._raft_view()
+        others = [(m.id, m.address) for m in self.node.group.members if m.id != self.node_id]
+        if not others or self._tls is None:
+            return [me]
+        views: dict[str, dict[str, Any]] = {}
+
+        async def ask(pool: RpcClientPool, member_id: str, address: str) -> None:
+            try:
+                view = await pool.call(
+                    address, "admin.raft_status", {}, timeout=1.0, fail_fast=True
+                )
+                if isinstance(view, dict):
+                    views[member_id] = view
+                    return
+            except DfsError:
+                pass
+            views[member_id] = {"id": member_id, "address": address, "role": "unreachable"}
+
+        async with (
+            RpcClientPool(
+                self._tls, name=f"{self.node_id}-status", expect_roles={Role.METASERVER}
+            ) as pool,
+            trio.open_nursery() as nursery,
+        ):
+            for member_id, address in others:
+                nursery.start_soon(ask, pool, member_id, address)
+        return [me, *(views[i] for i, _ in others)]
+
+    async def admin_status(self, peer: Peer, params: dict[str, Any]) -> Any:
+        """The cluster as this member sees it; every member answers (``role`` says which is
+        the leader: only the leader knows the chunkservers), unless ``require_leader``."""
+        if Params(params).opt_bool("require_leader", False):
+            self._require_leader()
+        now = trio.current_time()
+        under, missing = self.registry.health(now)
+        st = self.node.statistics()
+        return {
+            "node": self.node_id,
+            "role": st.role,
+            "leader": st.leader,
+            "leader_address": st.leader_address,
+            "initialised": self.ns.initialised,
+            "metaservers": await self._members_view(),
             "chunkservers": self.registry.status(now),
             "counts": {
                 **self.ns.counts(),

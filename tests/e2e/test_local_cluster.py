@@ -1,4 +1,5 @@
-"""A real local cluster (metaserver, three chunkservers, a kernel FUSE mount) used with shell tools.
+"""A real local cluster (three metaservers in a Raft group, three chunkservers, a kernel FUSE
+mount) used with shell tools.
 
 These tests start the ``dfs`` command as subprocesses, exactly as a user would, and check the
 mount against a local directory.
@@ -15,6 +16,7 @@ import ssl
 import subprocess
 import sys
 import tarfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -198,7 +200,7 @@ def test_plaintext_and_foreign_certificates_are_refused(cluster: Cluster, tmp_pa
     from tests.helpers.certs import make_foreign_cert
 
     ports = [p["address"] for p in cluster.status()["processes"] if p["role"] != "mount"]
-    assert len(ports) == 4
+    assert len(ports) == 6  # m1..m3, cs1..cs3
     foreign = make_foreign_cert(tmp_path)
     for address in ports:
         host, _, port = address.rpartition(":")
@@ -252,7 +254,8 @@ def test_kill_chunkserver_files_still_read(cluster: Cluster) -> None:
         assert victim in out
     wait_for(
         lambda: all(
-            p["health"] in ("alive", "leader", "mounted") for p in cluster.status()["processes"]
+            p["health"] in ("alive", "leader", "follower", "mounted")
+            for p in cluster.status()["processes"]
         ),
         30,
         "the restarted chunkserver to be alive",
@@ -308,10 +311,15 @@ def test_down_up_keeps_tree_and_bytes(cluster: Cluster, source_tarball: Path) ->
 def test_local_status_json(cluster: Cluster) -> None:
     st = cluster.status()
     roles = sorted(p["role"] for p in st["processes"])
-    assert roles == ["chunkserver", "chunkserver", "chunkserver", "metaserver", "mount"]
+    assert roles == ["chunkserver"] * 3 + ["metaserver"] * 3 + ["mount"]
     assert st["healthy"] is True
     for p in st["processes"]:
         assert p["pid"] and p["address"]
+    metas = [p for p in st["processes"] if p["role"] == "metaserver"]
+    assert sorted(p["health"] for p in metas) == ["follower", "follower", "leader"]
+    assert len({p["term"] for p in metas}) == 1
+    for p in metas:
+        assert p["applied_index"] == p["commit_index"] >= 2
     admin = cluster.admin_status()
     assert len(admin["chunkservers"]) == 3
 
@@ -333,12 +341,12 @@ def test_user_mistakes_are_one_line(tmp_path: Path) -> None:
 def test_down_works_with_every_server_dead_and_up_recovers(tmp_path: Path) -> None:
     with local_cluster(tmp_path) as c:
         (c.mnt / "kept").write_bytes(b"kept across a crash of everything")
-        for proc_id in ("m1", "cs1", "cs2", "cs3", "mount"):
+        for proc_id in ("m1", "m2", "m3", "cs1", "cs2", "cs3", "mount"):
             os.kill(c.pid(proc_id), signal.SIGKILL)
         # The mount is now dead ("transport endpoint is not connected"); up repairs it.
         c.up()
         assert (c.mnt / "kept").read_bytes() == b"kept across a crash of everything"
-        for proc_id in ("m1", "cs1", "cs2", "cs3"):
+        for proc_id in ("m1", "m2", "m3", "cs1", "cs2", "cs3"):
             os.kill(c.pid(proc_id), signal.SIGKILL)
         # Every server dead: down must not wait for the client's operation timeout.
         proc = subprocess.run(
@@ -350,3 +358,47 @@ def test_down_works_with_every_server_dead_and_up_recovers(tmp_path: Path) -> No
         )
         assert "stopped" in proc.stdout
         assert not any(p["pid"] for p in c.status()["processes"])
+
+
+def _metaservers(cluster: Cluster) -> dict[str, dict[str, object]]:
+    return {p["id"]: p for p in cluster.status()["processes"] if p["role"] == "metaserver"}
+
+
+def test_kill_leader_metaserver_fails_over_and_it_rejoins(cluster: Cluster) -> None:
+    d = cluster.mnt / "failover"
+    d.mkdir()
+    files = {f"f{i}": os.urandom(300_000 + i * 7919) for i in range(5)}
+    for name, data in files.items():
+        (d / name).write_bytes(data)
+    (d / "sub").mkdir()
+    (d / "sub" / "link").symlink_to("../f0")
+    leaders = [i for i, p in _metaservers(cluster).items() if p["health"] == "leader"]
+    assert len(leaders) == 1
+    leader = leaders[0]
+    # Nothing in flight: every write above returned.  Kill the leader outright.
+    os.kill(cluster.pid(leader), signal.SIGKILL)
+    start = time.monotonic()
+    (d / "after").write_bytes(b"written after the leader died")
+    assert (d / "after").read_bytes() == b"written after the leader died"
+    elapsed = time.monotonic() - start
+    assert elapsed < 5.0, f"a new file took {elapsed:.1f} s after the leader died"
+    for name, data in files.items():
+        assert (d / name).read_bytes() == data
+    assert os.readlink(d / "sub" / "link") == "../f0"
+    assert sorted(os.listdir(d)) == sorted([*files, "after", "sub"])
+    metas = _metaservers(cluster)
+    assert metas[leader]["health"] == "stopped"
+    assert [p["health"] for p in metas.values()].count("leader") == 1
+    # ``up`` restarts the killed member; it catches up and follows the new leader.
+    cluster.up()
+    wait_for(
+        lambda: _metaservers(cluster)[leader]["health"] == "follower",
+        10,
+        f"{leader} to rejoin as a follower",
+    )
+    wait_for(
+        lambda: len({(p["term"], p["applied_index"]) for p in _metaservers(cluster).values()}) == 1,
+        10,
+        "every metaserver to apply the same log",
+    )
+    assert (d / "after").read_bytes() == b"written after the leader died"

@@ -94,10 +94,10 @@ async def inprocess_cluster(
             await nursery.start(_run_cancellable, scope, cfg)
         client_tls = certs[Role.CLIENT]
         async with (
-            RpcClient(meta_address, client_tls, name="test", expect_roles={Role.METASERVER}) as rpc,
+            RpcClientPool(client_tls, name="test", expect_roles={Role.METASERVER}) as metas,
             RpcClientPool(client_tls, name="test", expect_roles={Role.CHUNKSERVER}) as pool,
         ):
-            meta = RpcMetaClient(rpc, op_timeout=ClientConfig().op_timeout)
+            meta = RpcMetaClient(metas, [meta_address], op_timeout=ClientConfig().op_timeout)
             # Wait until every chunkserver registered, so placement sees all of them.
             with trio.fail_after(20):
                 while len(await _alive(meta_address, certs)) < chunkservers:
