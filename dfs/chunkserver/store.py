@@ -242,17 +242,13 @@ class ChunkStore:
             end = min(offset + length, info.length)
             if offset >= end:
                 return b""
-            first = offset // BLOCK_SIZE
-            last = (end - 1) // BLOCK_SIZE
+            first, last = offset // BLOCK_SIZE, (end - 1) // BLOCK_SIZE
             files = self._acquire(chunk_id)
             try:
                 buf = self._read_blocks(files, chunk_id, info, first, last)
             finally:
                 self._fds.release(files)
-        start = offset - first * BLOCK_SIZE
-        if start == 0 and end - offset == len(buf):
-            return buf
-        return buf[start : start + end - offset]
+        return _cut(buf, offset - first * BLOCK_SIZE, end - offset)
 
     def read_nowait(self, chunk_id: int, version: int, offset: int, length: int) -> bytes | None:
         """``read`` if it can be done without blocking, else ``None`` (nothing happened).
@@ -272,8 +268,7 @@ class ChunkStore:
                 end = min(offset + length, info.length)
                 if offset >= end:
                     return b""
-                first = offset // BLOCK_SIZE
-                last = (end - 1) // BLOCK_SIZE
+                first, last = offset // BLOCK_SIZE, (end - 1) // BLOCK_SIZE
                 files = self._fds.acquire_cached(chunk_id)
                 if files is None:
                     return None
@@ -283,10 +278,7 @@ class ChunkStore:
                     return None
                 finally:
                     self._fds.release(files)
-        start = offset - first * BLOCK_SIZE
-        if start == 0 and end - offset == len(buf):
-            return buf
-        return buf[start : start + end - offset]
+        return _cut(buf, offset - first * BLOCK_SIZE, end - offset)
 
     def truncate(self, chunk_id: int, version: int, length: int, sync: bool = False) -> None:
         """Set the chunk's length; growing reads back zeros.  Creates the chunk when absent."""
@@ -756,3 +748,10 @@ class ChunkStore:
         ):
             if path.exists():
                 path.replace(self._quarantine / path.name)
+
+
+def _cut(buf: bytes, start: int, length: int) -> bytes:
+    """The ``length`` bytes of whole blocks ``buf`` that start ``start`` bytes in."""
+    if start == 0 and length == len(buf):
+        return buf
+    return buf[start : start + length]
