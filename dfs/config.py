@@ -75,6 +75,10 @@ class MetaserverConfig:
     members: tuple[str, ...] = ()
     #: Seconds per Raft tick (a follower campaigns after 10 to 20 ticks without a leader).
     raft_tick: float = 0.05
+    #: Seconds a client session lives without a request or keepalive before the leader
+    #: expires it (clients renew at a third of it).  A command retried after its session
+    #: expired can no longer be deduplicated and fails with EIO.
+    session_timeout: float = 10.0
 
     def validate(self) -> None:
         if not self.id:
@@ -90,6 +94,8 @@ class MetaserverConfig:
             raise ConfigError("[metaserver] raft_tick must be > 0 and <= 5")
         if self.snapshot_every < 1:
             raise ConfigError("[metaserver] snapshot_every must be >= 1")
+        if not 1 <= self.session_timeout <= 86400:
+            raise ConfigError("[metaserver] session_timeout must be between 1 and 86400 s")
         if not 1 <= self.default_goal <= 16:
             raise ConfigError("[metaserver] default_goal must be between 1 and 16")
         if self.chunkserver_timeout <= 0:

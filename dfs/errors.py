@@ -148,6 +148,21 @@ class IOFailure(FsError):
     code = "io"  # EIO: data unavailable (no healthy replica), timeouts
 
 
+@_register
+class SessionExpired(FsError):
+    """The client's metadata session is gone (expired or closed); its unanswered commands
+    can no longer be deduplicated.  EIO if it reaches the FUSE boundary."""
+
+    code = "session_expired"
+
+
+@_register
+class StaleRequest(FsError):
+    """A sessioned command numbered below what the client already acknowledged."""
+
+    code = "stale_request"
+
+
 # ---- data-path errors ----
 @_register
 class ChunkCorrupt(DfsError):

@@ -267,7 +267,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     if is_mounted(mnt) and running_pid(state, mount_proc) is None:
         # A mount left behind by a client that died ("transport endpoint is not connected").
         unmount(str(mnt), lazy=True)
-    mnt.mkdir(parents=True, exist_ok=True)
+    if not is_mounted(mnt):
+        # Never stat a live mount here: with its metaservers down (``up`` is about to start
+        # them) the stat would wait for the client's operation timeout.
+        mnt.mkdir(parents=True, exist_ok=True)
     started: list[str] = []
     # Order matters: the metaservers first, chunkservers register with their leader, the mount
     # last, once the leader knows every chunkserver.

@@ -50,6 +50,8 @@ ERRNO: dict[type[E.DfsError], int] = {
     E.CrossDevice: errno.EXDEV,
     E.Busy: errno.EBUSY,
     E.IOFailure: errno.EIO,
+    E.SessionExpired: errno.EIO,
+    E.StaleRequest: errno.EIO,
 }
 
 #: Errors that are expected answers, not faults worth a log line.

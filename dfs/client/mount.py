@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 from pathlib import Path
 
 import trio
@@ -39,9 +40,17 @@ async def run_mount(
         RpcClientPool(cfg.tls, name=name, expect_roles={Role.CHUNKSERVER}) as pool,
         trio.open_nursery() as nursery,
     ):
-        meta = RpcMetaClient(metas, cfg.cluster.metaservers, op_timeout=client_cfg.op_timeout)
+        meta = RpcMetaClient(
+            metas,
+            cfg.cluster.metaservers,
+            op_timeout=client_cfg.op_timeout,
+            session_kind="mount",
+            session_label=f"{socket.gethostname()}:{mountpoint}",
+        )
         # Fail early, with a clear message, when the cluster cannot be reached at all.
         await meta.getattr(ROOT_INODE)
+        await meta.open_session()
+        nursery.start_soon(meta.keep_session_alive)
         chunks = RpcChunkClient(pool, meta, op_timeout=client_cfg.op_timeout, nursery=nursery)
         vfs = Vfs(meta, chunks, write_buffer=client_cfg.write_buffer, nursery=nursery)
         ops = DfsOperations(
@@ -61,6 +70,7 @@ async def run_mount(
             readahead_kb=READAHEAD_KB,
             task_status=task_status,
         )
+        await meta.close_session()
         nursery.cancel_scope.cancel()
 
 

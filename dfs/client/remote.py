@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import trio
@@ -25,6 +26,7 @@ from dfs.errors import (
     DfsError,
     IOFailure,
     NotLeader,
+    SessionExpired,
     StaleChunkVersion,
     Unavailable,
 )
@@ -44,29 +46,66 @@ _REPLICA_ERRORS = (
 )
 
 
+@dataclass
+class _Session:
+    """A metadata session as this client holds it (see ``dfs.metaserver.sessions``)."""
+
+    id: int
+    next_seq: int = 1
+    #: Sequence numbers sent and not yet answered (or given up on).
+    outstanding: set[int] = field(default_factory=set)
+
+
 class RpcMetaClient:
-    """Talks to the metadata Raft group, following its leader.
+    """Talks to the metadata Raft group, following its leader, with exactly-once mutations.
 
     Every call goes to the member believed to lead.  ``NotLeader`` moves to
     ``details["leader"]`` (or the next address while an election runs) and retries: the
     command was not committed.  A call that could not be sent (``Unavailable`` from the
-    client side) is retried on the next address.  Idempotent reads are also retried after a
-    lost connection or a missing answer.  A mutation that was sent and then lost raises
-    (exactly-once retries come with sessions).  Everything happens within ``op_timeout``.
+    client side) is retried on the next address.  Reads are also retried after a lost
+    connection or a missing answer.
+
+    Mutations run in a session (opened on first use, renewed by ``keep_session_alive``):
+    each carries ``(session, seq, acked)`` and the group applies it at most once, so a
+    mutation whose answer was lost (the leader died, the connection broke) is simply sent
+    again and gets the first outcome: a retried ``mkdir`` does not fail with EEXIST.  If the
+    session expired before a retry, the outcome cannot be known and the call fails with
+    ``IOFailure`` (EIO); a mutation refused because the session expired before it was ever
+    applied is resent once in a new session.  Everything happens within ``op_timeout``;
+    then the last error is raised (EIO at the FUSE boundary).
     """
 
-    def __init__(self, pool: RpcClientPool, addresses: Sequence[str], *, op_timeout: float) -> None:
+    def __init__(
+        self,
+        pool: RpcClientPool,
+        addresses: Sequence[str],
+        *,
+        op_timeout: float,
+        session_kind: str = "mount",
+        session_label: str = "",
+    ) -> None:
         if not addresses:
             raise ValueError("RpcMetaClient needs at least one metaserver address")
         self._pool = pool
         self._addresses = list(dict.fromkeys(addresses))
         self._current = self._addresses[0]
         self._timeout = op_timeout
+        self._session_kind = session_kind
+        self._session_label = session_label
+        self._session: _Session | None = None
+        self._session_lock = trio.Lock()
+        #: The group's session timeout (from ``session.open``); keepalives go at a third.
+        self.session_timeout = 10.0
+        self.sessions_opened = 0
 
     @property
     def current(self) -> str:
         """The address calls go to first (the leader as far as this client knows)."""
         return self._current
+
+    @property
+    def session_id(self) -> int | None:
+        return None if self._session is None else self._session.id
 
     def _next(self, leader: Any = None) -> None:
         if isinstance(leader, str) and leader and leader != self._current:
@@ -78,20 +117,106 @@ class RpcMetaClient:
             i = -1
         self._current = self._addresses[(i + 1) % len(self._addresses)]
 
-    async def _call(self, method: str, params: dict[str, Any]) -> Any:
-        return await self.request(method, params, idempotent=False)
-
     async def _read(self, method: str, params: dict[str, Any]) -> Any:
         return await self.request(method, params, idempotent=True)
 
-    async def request(self, method: str, params: dict[str, Any], *, idempotent: bool) -> Any:
-        """Call ``method`` on the leader (see the class docstring)."""
+    # ------------------------------------------------------------------ sessions
+    async def open_session(self) -> int:
+        """Open this client's session now if it has none (otherwise on first mutation)."""
+        return (await self._ensure_session(trio.current_time() + self._timeout)).id
+
+    async def _ensure_session(self, deadline: float) -> _Session:
+        async with self._session_lock:
+            if self._session is None:
+                res = await self.request(
+                    "session.open",
+                    {"kind": self._session_kind, "label": self._session_label},
+                    idempotent=True,  # a duplicate session is harmless: it expires unused
+                    deadline=deadline,
+                )
+                self._session = _Session(id=int(res["session"]))
+                self.session_timeout = float(res.get("timeout", self.session_timeout))
+                self.sessions_opened += 1
+                log.info("metadata session %d opened", self._session.id)
+            return self._session
+
+    def _drop_session(self, sess: _Session) -> None:
+        if self._session is sess:
+            log.warning("metadata session %d expired; a new one will be opened", sess.id)
+            self._session = None
+
+    async def keep_session_alive(self) -> None:
+        """Renew the session at a third of its timeout, forever (run it in a nursery)."""
+        while True:
+            await trio.sleep(self.session_timeout / 3)
+            sess = self._session
+            if sess is None:
+                continue
+            deadline = trio.current_time() + self.session_timeout / 3
+            try:
+                await self.request(
+                    "session.keepalive", {"session": sess.id}, idempotent=True, deadline=deadline
+                )
+            except SessionExpired:
+                self._drop_session(sess)
+            except DfsError as exc:
+                log.debug("session keepalive failed: %s", exc)
+
+    async def close_session(self, *, timeout: float = 2.0) -> None:  # noqa: ASYNC109
+        """End the session (clean unmount); best effort, bounded by ``timeout``."""
+        sess, self._session = self._session, None
+        if sess is None:
+            return
+        try:
+            await self.request(
+                "session.close",
+                {"session": sess.id},
+                idempotent=True,
+                deadline=trio.current_time() + timeout,
+            )
+        except DfsError as exc:
+            log.info("could not close metadata session %d: %s", sess.id, exc)
+
+    async def _call(self, method: str, params: dict[str, Any]) -> Any:
+        """A mutation, applied exactly once (see the class docstring)."""
         deadline = trio.current_time() + self._timeout
+        for attempt in range(2):
+            sess = await self._ensure_session(deadline)
+            seq = sess.next_seq
+            sess.next_seq += 1
+            sess.outstanding.add(seq)
+            sent = {**params, "session": sess.id, "seq": seq, "acked": min(sess.outstanding)}
+            try:
+                return await self.request(method, sent, idempotent=True, deadline=deadline)
+            except SessionExpired:
+                # Raised only when no earlier send of this request may have been applied
+                # (``request`` turns it into IOFailure otherwise): safe to send again.
+                self._drop_session(sess)
+                if attempt:
+                    raise
+            finally:
+                sess.outstanding.discard(seq)
+        raise AssertionError("unreachable")
+
+    # ------------------------------------------------------------------ transport
+    async def request(
+        self,
+        method: str,
+        params: dict[str, Any],
+        *,
+        idempotent: bool,
+        deadline: float | None = None,
+    ) -> Any:
+        """Call ``method`` on the leader (see the class docstring)."""
+        if deadline is None:
+            deadline = trio.current_time() + self._timeout
         # With several members, do not wait out one member's reconnect backoff: another one
         # may lead.  With one, wait for it as before.
         fail_fast = len(self._addresses) > 1
         delay = 0.02
         failures = 0
+        #: An earlier send may have been applied (its answer was lost).
+        uncertain = False
         while True:
             address = self._current
             remaining = deadline - trio.current_time()
@@ -102,17 +227,28 @@ class RpcMetaClient:
             except NotLeader as exc:
                 self._next(exc.details.get("leader"))
                 error: DfsError = exc
+            except SessionExpired as exc:
+                if uncertain:
+                    raise IOFailure(
+                        f"{method}: the metadata session expired while the request was "
+                        "retried; whether it took effect is unknown"
+                    ) from exc
+                raise
             except Unavailable as exc:
                 # Client side (carries the address): never sent.  Server side: the node is
                 # not running or the namespace not initialised (marked retryable), or the
-                # outcome of a command is unknown (only a read may be retried then).
+                # outcome of a command is unknown (only a read or a sessioned mutation may
+                # be retried then).
                 if not (idempotent or "address" in exc.details or exc.details.get("retry")):
                     raise
+                if "address" not in exc.details and not exc.details.get("retry"):
+                    uncertain = True
                 self._next()
                 error = exc
             except (ConnectionLost, DeadlineExceeded) as exc:
                 if not idempotent:
                     raise
+                uncertain = True
                 self._next()
                 error = exc
             failures += 1
@@ -234,7 +370,8 @@ class RpcMetaClient:
         return InodeAttr.from_wire(res)
 
     async def report_bad(self, server: ServerRef, chunk: ChunkRef, reason: str) -> None:
-        await self._call(
+        # Soft state on the leader, not a namespace command: repeating it is harmless.
+        await self.request(
             "cs.report_bad",
             {
                 "id": server.id,
@@ -242,6 +379,7 @@ class RpcMetaClient:
                 "version": chunk.version,
                 "reason": reason,
             },
+            idempotent=True,
         )
 
 

@@ -9,7 +9,7 @@ inside the state (new inode numbers, new chunk ids).  A command that fails raise
 Commands (``apply``) are dicts with an ``"op"`` key; every op except ``noop`` carries
 ``now_ns``.  See the ``_op_*`` methods for each op's keys; ``dfs.metaserver.service`` builds them.
 
-Schema (the snapshot, msgpack map ``format == 1``)
+Schema (the snapshot, msgpack map ``format == 2``)
 -------------------------------------------------
 * ``cluster_id``: str, set by the ``init`` command ("" before it).
 * ``next_ino``: int, the next inode number to hand out (numbers are never reused).
@@ -21,6 +21,11 @@ Schema (the snapshot, msgpack map ``format == 1``)
   order), the target bytes for a symlink, ``[[index, chunk_id], ...]`` (sorted) for a regular
   file and nil otherwise; ``xattrs`` is ``[[name, value], ...]``.
 * ``chunks``: list sorted by chunk id of ``[chunk_id, ino, index, version]``.
+* ``sessions`` (format 2): ``{"next_id": int, "sessions": [record, ...]}``, the client
+  sessions and their remembered outcomes (``dfs.metaserver.sessions``).
+
+Exactly-once: a command with a ``session`` key runs through ``SessionTable.run``, which
+applies it once and answers retries with the remembered outcome.
 
 Invariants (``dfs.metaserver.invariants.check`` verifies exactly these; fsck uses it)
 -----------------------------------------------------------------------------------
@@ -63,9 +68,12 @@ from dfs.errors import (
     TooManyLinks,
 )
 from dfs.metaserver.inode import PERM_MASK, Inode
+from dfs.metaserver.sessions import SessionTable
 from dfs.types import CHUNK_SIZE, ROOT_INODE, ChunkId, ChunkVersion, InodeId
 
-SNAPSHOT_FORMAT = 1
+SNAPSHOT_FORMAT = 2
+#: Formats ``restore`` reads (1: before sessions existed).
+_READABLE_FORMATS = (1, 2)
 NAME_MAX = 255
 PATH_MAX = 4096
 #: Link count limit (ext4's value); also bounds a directory's subdirectory count.
@@ -111,6 +119,7 @@ class Namespace:
         # Chunks whose file was freed or truncated since the last take_freed_chunks(); soft,
         # not part of the snapshot (after a restart orphans are found from registrations).
         self._freed: list[ChunkId] = []
+        self.sessions = SessionTable()
         self._ops: dict[str, Callable[[dict[str, Any]], Any]] = {
             "init": self._op_init,
             "noop": lambda _c: None,
@@ -126,6 +135,9 @@ class Namespace:
             "removexattr": self._op_removexattr,
             "alloc_chunk": self._op_alloc_chunk,
             "commit_write": self._op_commit_write,
+            "open_session": self.sessions.open,
+            "close_session": self.sessions.close,
+            "expire_sessions": self.sessions.expire,
         }
 
     # ------------------------------------------------------------------ apply
@@ -134,7 +146,14 @@ class Namespace:
         return ROOT_INODE in self.inodes
 
     def apply(self, command: dict[str, Any]) -> Any:
-        """Apply one committed command; return its result or raise FsError (state unchanged)."""
+        """Apply one committed command; return its result or raise FsError (state unchanged).
+        A command of a client session is applied at most once (retries get the first
+        outcome)."""
+        if "session" in command:
+            return self.sessions.run(command, self._apply_op)
+        return self._apply_op(command)
+
+    def _apply_op(self, command: dict[str, Any]) -> Any:
         op = self._ops.get(command.get("op", ""))
         if op is None:
             raise InvalidArgument(f"unknown command {command.get('op')!r}")
@@ -210,6 +229,7 @@ class Namespace:
             "next_chunk_id": self.next_chunk_id,
             "inodes": [self.inodes[i].to_record() for i in sorted(self.inodes)],
             "chunks": [[c, *self.chunks[c]] for c in sorted(self.chunks)],
+            "sessions": self.sessions.to_record(),
         }
         return msgpack.packb(data, use_bin_type=True)
 
@@ -219,7 +239,7 @@ class Namespace:
 
         try:
             data = msgpack.unpackb(blob, raw=False, strict_map_key=False)
-            if data.get("format") != SNAPSHOT_FORMAT:
+            if data.get("format") not in _READABLE_FORMATS:
                 raise SnapshotCorrupt(f"unknown snapshot format {data.get('format')!r}")
             inodes = {InodeId(r[0]): Inode.from_record(r) for r in data["inodes"]}
             chunks = {
@@ -231,6 +251,7 @@ class Namespace:
             fresh.next_ino = int(data["next_ino"])
             fresh.next_chunk_id = int(data["next_chunk_id"])
             fresh.cluster_id = str(data["cluster_id"])
+            sessions = SessionTable.from_record(data.get("sessions"))
         except SnapshotCorrupt:
             raise
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
@@ -245,6 +266,8 @@ class Namespace:
         self.cluster_id = fresh.cluster_id
         self.n_files, self.n_dirs = fresh.n_files, fresh.n_dirs
         self._freed = []
+        # The op table holds the table's bound methods: update it in place.
+        self.sessions.sessions, self.sessions.next_id = sessions.sessions, sessions.next_id
 
     # ------------------------------------------------------------------ helpers
     def _get(self, ino: int) -> Inode:

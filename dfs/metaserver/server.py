@@ -183,12 +183,14 @@ async def run_metaserver(
                 address=mc.listen,
                 cluster_id=known_id or (ns.cluster_id if ns.initialised else ""),
                 tls=config.tls,
+                session_timeout=mc.session_timeout,
             )
             node.register(service.dispatcher)
             rpc = RpcServer(service.dispatcher, config.tls, name=mc.id)
             bound_port = await nursery.start(rpc.serve, host, port)
             service.address = f"{host}:{bound_port}"
             nursery.start_soon(_watch_chunkservers, registry)
+            nursery.start_soon(service.expire_sessions)
             logger.info(
                 "metaserver %s serving on %s (Raft group: %s)",
                 mc.id,

@@ -17,7 +17,14 @@ from typing import Any
 
 import trio
 
-from dfs.errors import BadRequest, DfsError, NotLeader, Unauthorized, Unavailable
+from dfs.errors import (
+    BadRequest,
+    DfsError,
+    NotLeader,
+    SessionExpired,
+    Unauthorized,
+    Unavailable,
+)
 from dfs.metaserver.raftnode import RaftNode
 from dfs.metaserver.registry import Registry
 from dfs.rpc.client import RpcClientPool
@@ -39,6 +46,7 @@ WARMUP = 5.0
 CLIENT = (Role.CLIENT,)
 CHUNKSERVER = (Role.CHUNKSERVER,)
 ADMIN = (Role.ADMIN,)
+ANYONE = (Role.CLIENT, Role.CHUNKSERVER, Role.ADMIN)
 
 
 def _cred(p: Params) -> dict[str, int]:
@@ -58,6 +66,7 @@ class MetaService:
         address: str,
         cluster_id: str,
         tls: TlsFiles | None = None,
+        session_timeout: float = 10.0,
     ) -> None:
         self.node = node
         self.ns = node.namespace
@@ -67,6 +76,11 @@ class MetaService:
         self.cluster_id = cluster_id
         #: Used by admin.status to ask the other members for their own view.
         self._tls = tls
+        #: Seconds without a request or keepalive after which the leader expires a session.
+        self.session_timeout = session_timeout
+        #: Session id -> trio time this node last heard from its holder (soft: a new leader
+        #: counts every session as heard from when it took office).
+        self._session_seen: dict[int, float] = {}
         node.add_listener(self.on_applied)
         self.dispatcher = Dispatcher()
         table: list[tuple[str, Handler, tuple[Role, ...]]] = [
@@ -90,6 +104,10 @@ class MetaService:
             ("file.chunks", self.file_chunks, CLIENT),
             ("file.alloc_chunk", self.alloc_chunk, CLIENT),
             ("file.commit_write", self.commit_write, CLIENT),
+            ("session.open", self.session_open, ANYONE),
+            ("session.keepalive", self.session_keepalive, ANYONE),
+            ("session.close", self.session_close, ANYONE),
+            ("admin.sessions", self.admin_sessions, ADMIN),
             ("cs.register", self.cs_register, CHUNKSERVER),
             ("cs.heartbeat", self.cs_heartbeat, CHUNKSERVER),
             ("cs.report_bad", self.cs_report_bad, (Role.CHUNKSERVER, Role.CLIENT)),
@@ -103,6 +121,26 @@ class MetaService:
     async def _propose(self, op: str, **args: Any) -> Any:
         self._check_initialised()
         return await self.node.propose({"op": op, "now_ns": time.time_ns(), **args})
+
+    async def _propose_in(self, peer: Peer, p: Params, op: str, **args: Any) -> Any:
+        """Propose a client's command, inside its session when the request names one
+        (``session``, ``seq``, ``acked``: applied exactly once, see ``sessions``)."""
+        if "session" not in p:
+            return await self._propose(op, **args)
+        sid = p.int("session", min=1, max=_U64)
+        seq = p.int("seq", min=1, max=_U64)
+        acked = p.int("acked", min=0, max=seq)
+        self._touch_session(peer, sid)
+        return await self._propose(op, session=sid, seq=seq, acked=acked, **args)
+
+    def _touch_session(self, peer: Peer, sid: int) -> None:
+        """Check that ``peer`` owns session ``sid`` (if this node knows it) and note that
+        its holder is alive.  An unknown id is left to the state machine, which decides in
+        log order (``SessionExpired``)."""
+        s = self.ns.sessions.sessions.get(sid)
+        if s is not None and s.owner != peer.name:
+            raise Unauthorized(f"session {sid} belongs to {s.owner!r}, not {peer.name!r}")
+        self._session_seen[sid] = trio.current_time()
 
     def _check_initialised(self) -> None:
         if not self.ns.initialised:
@@ -192,7 +230,9 @@ class MetaService:
     async def setattr(self, peer: Peer, params: dict[str, Any]) -> Any:
         p = Params(params)
         _cred(p)  # required by the protocol; permission checks are the kernel's
-        result = await self._propose(
+        result = await self._propose_in(
+            peer,
+            p,
             "setattr",
             ino=p.int("ino", min=1),
             mode=p.opt_int("mode", min=0, max=0o7777 | 0o170000),
@@ -208,7 +248,9 @@ class MetaService:
 
     async def mknod(self, peer: Peer, params: dict[str, Any]) -> Any:
         p = Params(params)
-        return await self._propose(
+        return await self._propose_in(
+            peer,
+            p,
             "mknod",
             parent=p.int("parent", min=1),
             name=p.bytes("name"),
@@ -219,7 +261,9 @@ class MetaService:
 
     async def mkdir(self, peer: Peer, params: dict[str, Any]) -> Any:
         p = Params(params)
-        return await self._propose(
+        return await self._propose_in(
+            peer,
+            p,
             "mkdir",
             parent=p.int("parent", min=1),
             name=p.bytes("name"),
@@ -229,7 +273,9 @@ class MetaService:
 
     async def symlink(self, peer: Peer, params: dict[str, Any]) -> Any:
         p = Params(params)
-        return await self._propose(
+        return await self._propose_in(
+            peer,
+            p,
             "symlink",
             parent=p.int("parent", min=1),
             name=p.bytes("name"),
@@ -239,21 +285,32 @@ class MetaService:
 
     async def link(self, peer: Peer, params: dict[str, Any]) -> Any:
         p = Params(params)
-        return await self._propose(
-            "link", ino=p.int("ino", min=1), parent=p.int("parent", min=1), name=p.bytes("name")
+        return await self._propose_in(
+            peer,
+            p,
+            "link",
+            ino=p.int("ino", min=1),
+            parent=p.int("parent", min=1),
+            name=p.bytes("name"),
         )
 
     async def unlink(self, peer: Peer, params: dict[str, Any]) -> Any:
         p = Params(params)
-        return await self._propose("unlink", parent=p.int("parent", min=1), name=p.bytes("name"))
+        return await self._propose_in(
+            peer, p, "unlink", parent=p.int("parent", min=1), name=p.bytes("name")
+        )
 
     async def rmdir(self, peer: Peer, params: dict[str, Any]) -> Any:
         p = Params(params)
-        return await self._propose("rmdir", parent=p.int("parent", min=1), name=p.bytes("name"))
+        return await self._propose_in(
+            peer, p, "rmdir", parent=p.int("parent", min=1), name=p.bytes("name")
+        )
 
     async def rename(self, peer: Peer, params: dict[str, Any]) -> Any:
         p = Params(params)
-        return await self._propose(
+        return await self._propose_in(
+            peer,
+            p,
             "rename",
             parent=p.int("parent", min=1),
             name=p.bytes("name"),
@@ -264,7 +321,9 @@ class MetaService:
 
     async def setxattr(self, peer: Peer, params: dict[str, Any]) -> Any:
         p = Params(params)
-        return await self._propose(
+        return await self._propose_in(
+            peer,
+            p,
             "setxattr",
             ino=p.int("ino", min=1),
             name=p.bytes("name"),
@@ -274,7 +333,9 @@ class MetaService:
 
     async def removexattr(self, peer: Peer, params: dict[str, Any]) -> Any:
         p = Params(params)
-        return await self._propose("removexattr", ino=p.int("ino", min=1), name=p.bytes("name"))
+        return await self._propose_in(
+            peer, p, "removexattr", ino=p.int("ino", min=1), name=p.bytes("name")
+        )
 
     # ------------------------------------------------------------------ file.*
     async def file_chunks(self, peer: Peer, params: dict[str, Any]) -> Any:
@@ -298,20 +359,93 @@ class MetaService:
         # Placement is the leader's choice, made before proposing; the servers travel in the
         # command so the apply hook records them in log order.
         servers = self.registry.place(goal, trio.current_time())
-        result = await self._propose(
-            "alloc_chunk", ino=ino, index=index, servers=[s.id for s in servers]
+        result = await self._propose_in(
+            peer, p, "alloc_chunk", ino=ino, index=index, servers=[s.id for s in servers]
         )
         chunk = {k: result[k] for k in ("index", "chunk_id", "version")}
         return self._with_servers(chunk)
 
     async def commit_write(self, peer: Peer, params: dict[str, Any]) -> Any:
         p = Params(params)
-        return await self._propose(
+        return await self._propose_in(
+            peer,
+            p,
             "commit_write",
             ino=p.int("ino", min=1),
             size=p.int("size", min=0, max=_I64_MAX),
             mtime_ns=p.opt_int("mtime_ns", -1, min=_I64_MIN, max=_I64_MAX),
         )
+
+    # ------------------------------------------------------------------ session.*
+    async def session_open(self, peer: Peer, params: dict[str, Any]) -> Any:
+        p = Params(params)
+        result = await self._propose(
+            "open_session",
+            owner=peer.name,
+            kind=p.opt_str("kind", peer.role.value, max_len=64),
+            label=p.opt_str("label", "", max_len=1024),
+        )
+        self._session_seen[int(result["session"])] = trio.current_time()
+        return {"session": result["session"], "timeout": self.session_timeout}
+
+    async def session_keepalive(self, peer: Peer, params: dict[str, Any]) -> Any:
+        """Renew a session's lease; ``SessionExpired`` once the group has ended it."""
+        await self._read()
+        sid = Params(params).int("session", min=1, max=_U64)
+        if sid not in self.ns.sessions.sessions:
+            raise SessionExpired(f"session {sid} does not exist (expired or closed)")
+        self._touch_session(peer, sid)
+        return {"timeout": self.session_timeout}
+
+    async def session_close(self, peer: Peer, params: dict[str, Any]) -> Any:
+        sid = Params(params).int("session", min=1, max=_U64)
+        self._touch_session(peer, sid)
+        await self._propose("close_session", id=sid)
+        self._session_seen.pop(sid, None)
+
+    async def admin_sessions(self, peer: Peer, params: dict[str, Any]) -> Any:
+        await self._read()
+        now = trio.current_time()
+        out = []
+        for s in self.ns.sessions.sessions.values():
+            d = s.describe()
+            seen = self._session_seen.get(s.id)
+            d["idle_seconds"] = None if seen is None else round(now - seen, 3)
+            out.append(d)
+        return out
+
+    def expirable_sessions(self, now: float) -> list[int]:
+        """Sessions this leader has not heard from for ``session_timeout``; a session this
+        node has never heard from counts from when it became leader."""
+        since = self.node.leader_since()
+        if since is None:
+            return []
+        limit = now - self.session_timeout
+        return [
+            sid
+            for sid in self.ns.sessions.sessions
+            if max(self._session_seen.get(sid, since), since) < limit
+        ]
+
+    async def expire_sessions(self) -> None:
+        """Leader's task: propose ``expire_sessions`` for the silent ones (forever)."""
+        period = max(self.session_timeout / 4, 0.05)
+        while True:
+            await trio.sleep(period)
+            if not self.node.is_leader() or not self.ns.initialised:
+                continue
+            ids = self.expirable_sessions(trio.current_time())
+            if not ids:
+                continue
+            try:
+                gone = await self._propose("expire_sessions", ids=ids)
+            except DfsError as exc:
+                logger.info("could not expire sessions %s: %s", ids, exc)
+                continue
+            for sid in ids:
+                self._session_seen.pop(sid, None)
+            if gone:
+                logger.info("expired silent sessions %s", gone)
 
     # ------------------------------------------------------------------ cs.*
     @staticmethod

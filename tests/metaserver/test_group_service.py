@@ -15,7 +15,7 @@ import trio
 from dfs.client.interfaces import Cred
 from dfs.client.remote import RpcMetaClient
 from dfs.config import ClusterConfig, Config, MetaserverConfig
-from dfs.errors import ConfigError, NotLeader
+from dfs.errors import ConfigError, DfsError, Exists, NotLeader, Unauthorized
 from dfs.metaserver.server import run_metaserver
 from dfs.rpc.client import RpcClient, RpcClientPool
 from dfs.security.ca import init_ca, issue_certificate
@@ -37,6 +37,7 @@ class Trio3:
     addresses: dict[str, str]
     tls: dict[str, TlsFiles]
     scopes: dict[str, trio.CancelScope] = field(default_factory=dict)
+    session_timeout: float = 10.0
 
     def config(self, node: str) -> Config:
         return Config(
@@ -48,6 +49,7 @@ class Trio3:
                 listen=self.addresses[node],
                 data_dir=self.tmp / node,
                 members=tuple(f"{i}={a}" for i, a in self.addresses.items()),
+                session_timeout=self.session_timeout,
             ),
         )
 
@@ -117,9 +119,6 @@ async def test_group_elects_initialises_and_client_follows_leader(group: Trio3) 
             assert len(ids) == 1
             # Kill the leader: the client moves to the new one; nothing acknowledged is lost.
             g.scopes[leader].cancel()
-            # Let the client see its connection to the dead leader close (nothing in flight:
-            # a mutation sent on a connection that then breaks raises, by design).
-            await trio.sleep(0.2)
             with trio.fail_after(10):
                 after = await meta.mkdir(ROOT_INODE, b"after", 0o755, CRED)
             names = {n for n, _ in await meta.readdir(ROOT_INODE)}
@@ -174,3 +173,101 @@ async def test_existing_data_never_joins_another_group(group: Trio3) -> None:
     )
     with pytest.raises(ConfigError, match="belongs to the Raft group"):
         await run_metaserver(moved)
+
+
+async def _leader(g: Trio3) -> str:
+    with trio.fail_after(20):
+        while True:
+            for n, a in g.addresses.items():
+                if n in g.scopes and not g.scopes[n].cancel_called:
+                    try:
+                        v = await _status(g, a)
+                    except DfsError:
+                        continue
+                    if v["role"] == "leader" and v["initialised"]:
+                        return n
+            await trio.sleep(0.05)
+
+
+async def test_command_retried_on_new_leader_is_applied_once(group: Trio3) -> None:
+    """Dissertation §6.3: the leader commits a mkdir and dies before the client hears the
+    answer; the client sends the same (session, seq) to the new leader and gets the first
+    result, not EEXIST, and the namespace holds one directory."""
+    g = group
+    async with trio.open_nursery() as nursery:
+        for node in g.addresses:
+            await g.start(nursery, node)
+        leader = await _leader(g)
+        async with RpcClient(
+            g.addresses[leader], g.tls["client"], name="c", expect_roles=None
+        ) as c:
+            sid = (await c.call("session.open", {"kind": "test"}, timeout=10))["session"]
+            mkdir = {
+                "parent": ROOT_INODE,
+                "name": b"once",
+                "mode": 0o755,
+                "cred": CRED.to_wire(),
+                "session": sid,
+                "seq": 1,
+                "acked": 1,
+            }
+            first = await c.call("fs.mkdir", mkdir, timeout=10)
+            # Every member has applied it before the leader goes (so any may win).
+            with trio.fail_after(10):
+                while True:
+                    views = [await _status(g, a) for a in g.addresses.values()]
+                    applied = {m["applied_index"] for m in views[0]["metaservers"]}  # type: ignore[attr-defined]
+                    if len(applied) == 1:
+                        break
+                    await trio.sleep(0.05)
+        g.scopes[leader].cancel()
+        new = await _leader(g)
+        assert new != leader
+        async with RpcClient(g.addresses[new], g.tls["client"], name="c", expect_roles=None) as c:
+            again = await c.call("fs.mkdir", mkdir, timeout=10)
+            assert again == first
+            # The next request of the session is new: EEXIST for real.
+            with pytest.raises(Exists):
+                await c.call("fs.mkdir", {**mkdir, "seq": 2, "acked": 2}, timeout=10)
+            entries = await c.call("fs.readdir", {"ino": ROOT_INODE}, timeout=10)
+            assert [bytes(n) for n, _ in entries] == [b"once"]
+            # Another client may not use this session.
+        async with RpcClient(g.addresses[new], g.tls["admin"], name="a", expect_roles=None) as a:
+            with pytest.raises(Unauthorized):
+                await a.call("session.keepalive", {"session": sid}, timeout=10)
+        nursery.cancel_scope.cancel()
+
+
+async def test_silent_sessions_expire_and_kept_ones_live(group: Trio3) -> None:
+    g = group
+    g.session_timeout = 1.0
+    async with trio.open_nursery() as nursery:
+        for node in g.addresses:
+            await g.start(nursery, node)
+        async with RpcClientPool(g.tls["client"], name="c", expect_roles={Role.METASERVER}) as p:
+            kept = RpcMetaClient(p, list(g.addresses.values()), op_timeout=20)
+            silent = RpcMetaClient(p, list(g.addresses.values()), op_timeout=20)
+            await kept.open_session()
+            await silent.open_session()
+            assert kept.session_timeout == 1.0
+            nursery.start_soon(kept.keep_session_alive)
+            silent_id = silent.session_id
+            leader = await _leader(g)
+            async with RpcClient(
+                g.addresses[leader], g.tls["admin"], name="a", expect_roles=None
+            ) as a:
+                with trio.fail_after(10):
+                    while True:
+                        ids = {s["id"] for s in await a.call("admin.sessions", {}, timeout=5)}
+                        if silent_id not in ids:
+                            break
+                        await trio.sleep(0.1)
+                assert kept.session_id in ids
+            # The expired client's next mutation opens a new session transparently.
+            await silent.mkdir(ROOT_INODE, b"later", 0o755, CRED)
+            assert silent.session_id != silent_id
+            assert silent.sessions_opened == 2
+            await kept.mkdir(ROOT_INODE, b"kept", 0o755, CRED)
+            assert kept.sessions_opened == 1
+            await kept.close_session()
+        nursery.cancel_scope.cancel()
