@@ -4,6 +4,7 @@ follows the leader across a failover, and ``admin.status`` reports every member.
 
 from __future__ import annotations
 
+import errno
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from dfs.client.fuse_adapter import to_errno
 from dfs.client.interfaces import Cred
 from dfs.client.remote import RpcMetaClient
 from dfs.config import ClusterConfig, Config, MetaserverConfig
@@ -270,4 +272,39 @@ async def test_silent_sessions_expire_and_kept_ones_live(group: Trio3) -> None:
             await kept.mkdir(ROOT_INODE, b"kept", 0o755, CRED)
             assert kept.sessions_opened == 1
             await kept.close_session()
+        nursery.cancel_scope.cancel()
+
+
+async def test_operation_fails_with_eio_after_op_timeout_when_group_is_gone(
+    group: Trio3,
+) -> None:
+    """No operation hangs: with every metaserver dead, reads and mutations give up after the
+    client's op_timeout with an error the FUSE adapter turns into EIO."""
+    g = group
+    async with trio.open_nursery() as nursery:
+        for node in g.addresses:
+            await g.start(nursery, node)
+        async with RpcClientPool(g.tls["client"], name="c", expect_roles={Role.METASERVER}) as p:
+            meta = RpcMetaClient(p, list(g.addresses.values()), op_timeout=1.5)
+            await _leader(g)
+            with trio.fail_after(20):
+                while True:
+                    try:
+                        await meta.mkdir(ROOT_INODE, b"ok", 0o755, CRED)
+                        break
+                    except DfsError:
+                        await trio.sleep(0.1)
+            for scope in g.scopes.values():
+                scope.cancel()
+            await trio.sleep(0.1)
+            for op in (
+                lambda: meta.getattr(ROOT_INODE),
+                lambda: meta.mkdir(ROOT_INODE, b"never", 0o755, CRED),
+            ):
+                t0 = trio.current_time()
+                with pytest.raises(DfsError) as info:
+                    await op()
+                elapsed = trio.current_time() - t0
+                assert 1.0 <= elapsed <= 4.0, elapsed
+                assert to_errno(info.value) == errno.EIO
         nursery.cancel_scope.cancel()
