@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import errno
 import socket
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -297,10 +297,11 @@ async def test_operation_fails_with_eio_after_op_timeout_when_group_is_gone(
             for scope in g.scopes.values():
                 scope.cancel()
             await trio.sleep(0.1)
-            for op in (
+            ops: list[Callable[[], Awaitable[object]]] = [
                 lambda: meta.getattr(ROOT_INODE),
                 lambda: meta.mkdir(ROOT_INODE, b"never", 0o755, CRED),
-            ):
+            ]
+            for op in ops:
                 t0 = trio.current_time()
                 with pytest.raises(DfsError) as info:
                     await op()
