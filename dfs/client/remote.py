@@ -257,7 +257,8 @@ class RpcMetaClient:
                 if trio.current_time() + delay >= deadline:
                     raise error
                 await trio.sleep(delay)
-                delay = min(delay * 2, 0.5)
+                # Short: an election takes well under a second, and a refused connect is cheap.
+                delay = min(delay * 2, 0.1)
             elif trio.current_time() >= deadline:
                 raise error
             log.debug("%s on %s failed (%s); trying %s", method, address, error, self._current)
