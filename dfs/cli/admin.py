@@ -84,3 +84,31 @@ def cmd_status(args: argparse.Namespace, config_path: Path) -> int:
         )
     print("namespace: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     return 1 if warnings else 0
+
+
+def cmd_sessions(args: argparse.Namespace, config_path: Path) -> int:
+    """``dfs sessions [--json]`` lists sessions; ``dfs sessions evict ID`` ends one."""
+    from dfs.cli.main import CliError
+
+    cfg = load_config(config_path)
+    if args.sessions_command == "evict":
+        gone = trio.run(admin_call, cfg, "admin.session_evict", {"id": args.id}, 10.0)
+        if not gone:
+            raise CliError(f"no session {args.id}")
+        print(f"session {args.id} evicted")
+        return 0
+    sessions = trio.run(admin_call, cfg, "admin.sessions", {}, 10.0)
+    if args.json:
+        print(json.dumps(sessions, indent=2))
+        return 0
+    if not sessions:
+        print("no sessions")
+        return 0
+    print(f"{'id':>6}  {'kind':<11} {'owner':<16} {'idle':>7}  {'pending':>7}  label")
+    for s in sorted(sessions, key=lambda s: s["id"]):
+        idle = "-" if s.get("idle_seconds") is None else f"{s['idle_seconds']:.1f}s"
+        print(
+            f"{s['id']:>6}  {s['kind']:<11} {s['owner']:<16} {idle:>7}  "
+            f"{s['outstanding']:>7}  {s['label']}"
+        )
+    return 0

@@ -127,6 +127,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     return admin.cmd_status(args, _config_path(args))
 
 
+def cmd_sessions(args: argparse.Namespace) -> int:
+    from dfs.cli import admin
+
+    return admin.cmd_sessions(args, _config_path(args))
+
+
 # ---------------------------------------------------------------- argument parser
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -206,6 +212,18 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--config", help="admin TOML config file (default $DFS_CONFIG)")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(func=cmd_status)
+
+    sessions = sub.add_parser(
+        "sessions", help="client sessions held with the metadata group (admin certificate)"
+    )
+    sessions.add_argument("--config", help="admin TOML config file (default $DFS_CONFIG)")
+    sessions.add_argument("--json", action="store_true", help="machine-readable output")
+    sessions_sub = sessions.add_subparsers(dest="sessions_command", metavar="COMMAND")
+    evict = sessions_sub.add_parser("evict", help="end a session now (its client reconnects)")
+    evict.add_argument("id", type=int, help="session id (from `dfs sessions`)")
+    evict.add_argument("--config", help="admin TOML config file (default $DFS_CONFIG)")
+    evict.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
+    sessions.set_defaults(func=cmd_sessions, sessions_command=None)
     return p
 
 

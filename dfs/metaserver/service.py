@@ -108,6 +108,7 @@ class MetaService:
             ("session.keepalive", self.session_keepalive, ANYONE),
             ("session.close", self.session_close, ANYONE),
             ("admin.sessions", self.admin_sessions, ADMIN),
+            ("admin.session_evict", self.admin_session_evict, ADMIN),
             ("cs.register", self.cs_register, CHUNKSERVER),
             ("cs.heartbeat", self.cs_heartbeat, CHUNKSERVER),
             ("cs.report_bad", self.cs_report_bad, (Role.CHUNKSERVER, Role.CLIENT)),
@@ -413,6 +414,13 @@ class MetaService:
             d["idle_seconds"] = None if seen is None else round(now - seen, 3)
             out.append(d)
         return out
+
+    async def admin_session_evict(self, peer: Peer, params: dict[str, Any]) -> Any:
+        """End a session now (as if it expired); returns whether it existed."""
+        sid = Params(params).int("id", min=1, max=_U64)
+        gone = await self._propose("expire_sessions", ids=[sid])
+        self._session_seen.pop(sid, None)
+        return bool(gone)
 
     def expirable_sessions(self, now: float) -> list[int]:
         """Sessions this leader has not heard from for ``session_timeout``; a session this

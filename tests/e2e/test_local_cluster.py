@@ -8,6 +8,7 @@ mount against a local directory.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -489,3 +490,30 @@ def test_all_metaservers_killed_and_restarted_lose_nothing(cluster: Cluster) -> 
     assert (d / "renamed").read_bytes() == b"0"
     metas = _metaservers(cluster)
     assert sorted(str(p["health"]) for p in metas.values()) == ["follower", "follower", "leader"]
+
+
+def test_sessions_listed_and_evicted(cluster: Cluster) -> None:
+    admin = ["--config", str(cluster.state / "admin.toml")]
+    listed = json.loads(run_dfs("sessions", *admin, "--json").stdout)
+    mounts = [s for s in listed if s["kind"] == "mount" and str(cluster.mnt) in s["label"]]
+    assert len(mounts) == 1, listed
+    sid = mounts[0]["id"]
+    assert mounts[0]["idle_seconds"] is not None and mounts[0]["idle_seconds"] < 10
+    assert "mount" in run_dfs("sessions", *admin).stdout
+    assert run_dfs("sessions", "evict", str(sid), *admin).stdout.strip() == (
+        f"session {sid} evicted"
+    )
+    # The mount notices (keepalive or next mutation) and opens a new session; writes work.
+    (cluster.mnt / "after-evict").write_bytes(b"x")
+    assert (cluster.mnt / "after-evict").read_bytes() == b"x"
+    wait_for(
+        lambda: any(
+            s["kind"] == "mount" and s["id"] != sid
+            for s in json.loads(run_dfs("sessions", *admin, "--json").stdout)
+        ),
+        15,
+        "the mount to open a new session",
+    )
+    proc = run_dfs("sessions", "evict", "999999", *admin, check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == "dfs: error: no session 999999"
