@@ -46,6 +46,10 @@ _REPLICA_ERRORS = (
 )
 
 
+#: First per-attempt deadline of a repeatable metadata call when there are several members.
+ATTEMPT_TIMEOUT = 2.0
+
+
 @dataclass
 class _Session:
     """A metadata session as this client holds it (see ``dfs.metaserver.sessions``)."""
@@ -217,12 +221,21 @@ class RpcMetaClient:
         failures = 0
         #: An earlier send may have been applied (its answer was lost).
         uncertain = False
+        # A call that may be repeated does not give one member the whole deadline: a leader
+        # cut off by the network never answers (no reset), while another member leads
+        # within an election timeout.  The per-attempt wait doubles after each silent
+        # attempt, so a slow but healthy leader is still waited for.
+        attempt_cap = ATTEMPT_TIMEOUT if (idempotent and fail_fast) else float("inf")
         while True:
             address = self._current
             remaining = deadline - trio.current_time()
             try:
                 return await self._pool.call(
-                    address, method, params, timeout=max(0.01, remaining), fail_fast=fail_fast
+                    address,
+                    method,
+                    params,
+                    timeout=max(0.01, min(remaining, attempt_cap)),
+                    fail_fast=fail_fast,
                 )
             except NotLeader as exc:
                 self._next(exc.details.get("leader"))
@@ -249,6 +262,8 @@ class RpcMetaClient:
                 if not idempotent:
                     raise
                 uncertain = True
+                if isinstance(exc, DeadlineExceeded):
+                    attempt_cap *= 2
                 self._next()
                 error = exc
             failures += 1

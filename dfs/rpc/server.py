@@ -261,7 +261,16 @@ class RpcServer:
                 "%s: protocol error from %s (%s): %s", self.name, peer.name, peer.address, exc
             )
         except STREAM_ERRORS as exc:
-            log.info("%s: connection from %s lost: %s", self.name, peer.name, describe(exc))
+            # A peer that just closes its socket without a TLS close_notify (short-lived
+            # clients such as admin.status fan-out) is routine, not news.
+            eof = isinstance(exc.__cause__ or exc, ssl.SSLEOFError)
+            log.log(
+                logging.DEBUG if eof else logging.INFO,
+                "%s: connection from %s lost: %s",
+                self.name,
+                peer.name,
+                describe(exc),
+            )
 
     async def _serve_request(
         self,
