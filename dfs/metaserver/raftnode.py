@@ -9,15 +9,31 @@ One driver task owns the core and the ``Namespace``; every other task only queue
 Each round: wait for work or the next tick (``trio.sleep`` granularity, ``tick_interval``) ->
 tick / step / propose into the core -> then, while the core has a ``Ready``, strictly in order:
 
-1. **persist** (worker thread): a leader's snapshot, entries (truncating a conflicting suffix),
+1. **send early**: a leader's appends and heartbeats go to the ``PeerSender`` queues at once,
+   so the followers write the entries while the leader writes them (dissertation §10.2.1;
+   the core counts the leader's own copy only once it is durable);
+2. **persist** (worker thread): a leader's snapshot, entries (truncating a conflicting suffix),
    term/vote; one fsync per Ready covers every proposal in it (group commit: proposals that
    arrive while a fsync runs form the next Ready);
-2. **send**: each message goes to its peer's ``PeerSender`` queue (never blocks the driver);
-3. **install** a received snapshot into the namespace, then **apply** committed entries in
+3. **send** the rest (votes and acknowledgements promise the state just written); a
+   ``PeerSender`` never blocks the driver;
+4. **install** a received snapshot into the namespace, then **apply** committed entries in
    order; a proposer is resolved when the entry at its index applies: with the command's
    result or FsError if the term matches, with ``NotLeader`` if another leader's entry took
    its place;
-4. **serve read states** (ReadIndex), then ``advance``.
+5. **serve read states** (ReadIndex, or lease reads that had to wait), then ``advance``.
+
+Reads (``read_barrier``) skip the driver altogether while the leader holds a lease and has
+applied everything it knows to be committed: before every ``await`` the driver turns the
+core's ``lease_remaining()`` ticks into a trio deadline on its tick grid.
+
+Ticks follow a fixed grid of ``tick_interval``.  A leader replays every tick it missed (a long
+fsync, a busy CPU; at most ``election_tick + 1``) before it steps anything: its read lease is
+counted in its ticks and must not outlast real time (see the clock assumption in
+``dfs.raft.core``).  So a leader stalled for more than an election timeout may step down
+(CheckQuorum sees the replayed ticks before the answers that arrived meanwhile), which is
+right: its followers may be electing a successor.  A follower that fell behind ticks once (a
+slow follower clock only delays its elections).
 
 After a round, every ``snapshot_every`` applied entries it snapshots the namespace
 (``core.compact`` + ``SnapshotStore`` + ``RaftLog.compact``).  A new leader's no-op comes from
@@ -35,6 +51,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import math
 import random
 from collections import deque
 from collections.abc import Callable
@@ -60,6 +77,7 @@ from dfs.raft import (
     MessageDecodeError,
     ProposalDropped,
     RaftCore,
+    ReadMode,
     Ready,
     Role,
     Snapshot,
@@ -137,6 +155,8 @@ class RaftNodeStatistics:
     messages_sent: int
     messages_dropped: int
     read_barriers: int
+    #: Read barriers answered by the leader's lease without the driver (also in read_barriers).
+    lease_reads: int
 
 
 class RaftNode:
@@ -187,6 +207,10 @@ class RaftNode:
         self._role = core.role
         self._leader: NodeId | None = core.leader
         self._leader_since: float | None = None
+        #: trio time of the tick grid point the core's clock is at, and the time until which
+        #: the lease answers reads (``read_barrier``); both kept by the driver.
+        self._last_tick_at = 0.0
+        self._lease_until = -math.inf
         self._stats = {
             "proposals": 0,
             "failed_commands": 0,
@@ -195,6 +219,7 @@ class RaftNode:
             "inbox_dropped": 0,
             "unroutable": 0,
             "read_barriers": 0,
+            "lease_reads": 0,
         }
 
     # ------------------------------------------------------------------ startup
@@ -208,12 +233,20 @@ class RaftNode:
         tls: TlsFiles,
         seed: int | None = None,
         segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+        read_mode: str = ReadMode.LEASE,
     ) -> RaftNode:
         """Load snapshot, log and hard state from ``data_dir``.  Blocking (worker thread).
 
-        Raises ``LogCorrupt``/``CorruptFile``/``SnapshotCorrupt`` when the files are damaged.
+        ``read_mode``: ``"lease"`` (reads answered by the leader's lease while it holds one)
+        or ``"read_index"`` (a heartbeat round before every batch of reads); the same on every
+        member.  Raises ``LogCorrupt``/``CorruptFile``/``SnapshotCorrupt`` when the files are
+        damaged, ``ConfigError`` for an unknown read mode.
         """
         group.validate()
+        try:
+            mode = ReadMode(read_mode)
+        except ValueError:
+            raise ConfigError(f"unknown Raft read mode {read_mode!r}") from None
         me = NodeId(node_id)
         if me not in group.addresses():
             raise ConfigError(f"metaserver {me!r} is not a member of its Raft group config")
@@ -224,7 +257,10 @@ class RaftNode:
         if rec.snapshot is not None:
             ns.restore(rec.snapshot.data)
         config = Config(
-            id=me, election_tick=group.election_tick, heartbeat_tick=group.heartbeat_tick
+            id=me,
+            election_tick=group.election_tick,
+            heartbeat_tick=group.heartbeat_tick,
+            read_mode=mode,
         )
         # Election jitter only; a fixed seed makes a node's timeouts reproducible in tests.
         rng = random.Random(seed if seed is not None else random.SystemRandom().getrandbits(64))
@@ -294,6 +330,7 @@ class RaftNode:
             messages_sent=sent,
             messages_dropped=dropped + self._stats["inbox_dropped"] + self._stats["unroutable"],
             read_barriers=self._stats["read_barriers"],
+            lease_reads=self._stats["lease_reads"],
         )
 
     def _not_leader(self) -> NotLeader:
@@ -342,12 +379,17 @@ class RaftNode:
         await p.wait()
 
     async def read_barrier(self) -> None:
-        """ReadIndex: return once this node (the leader) has applied everything committed
-        before the call, after confirming with a quorum that it still leads.  ``NotLeader``
-        on a follower or when leadership is lost meanwhile."""
+        """Return once this node (the leader) has applied everything committed before the
+        call, and is sure that it still leads: at once while it holds a read lease (and has
+        applied all it knows committed), else after a heartbeat round (ReadIndex).
+        ``NotLeader`` on a follower or when leadership is lost meanwhile."""
         self._check_running()
         if self.core.role is not Role.LEADER:
             raise self._not_leader()
+        if trio.current_time() < self._lease_until and self._applied >= self.core.log.commit:
+            self._stats["read_barriers"] += 1
+            self._stats["lease_reads"] += 1
+            return
         r = _Read(context=b"%s/%d" % (self.node_id.encode(), next(self._read_ids)))
         self._reads_in.append(r)
         self._wake.set()
@@ -459,6 +501,7 @@ class RaftNode:
             raise
         finally:
             self._running = False
+            self._lease_until = -math.inf
             self._fail_all(Unavailable("metadata Raft node stopped"))
             self._pool = self._nursery = None
             self.storage.close()
@@ -482,7 +525,8 @@ class RaftNode:
 
     async def _drive(self, task_status: trio.TaskStatus[None]) -> None:
         interval = self.group.tick_interval
-        next_tick = trio.current_time() + interval
+        self._last_tick_at = trio.current_time()
+        next_tick = self._last_tick_at + interval
         task_status.started()
         core = self.core
         while True:
@@ -491,19 +535,36 @@ class RaftNode:
             self._wake = trio.Event()
             now = trio.current_time()
             if now >= next_tick:
-                core.tick()
-                next_tick += interval
-                if next_tick <= now:  # fell behind (a long fsync): do not tick in a burst
-                    next_tick = now + interval
+                missed = int((now - next_tick) // interval) + 1
+                next_tick += missed * interval
+                self._last_tick_at = next_tick - interval
+                # See the module docstring: a leader never lets its ticks fall behind (after
+                # election_tick + 1 of them any lease has run out anyway); others tick once.
+                if core.role is Role.LEADER:
+                    missed = min(missed, self.group.election_tick + 1)
+                else:
+                    missed = 1
+                for _ in range(missed):
+                    core.tick()
             self._feed()
             while core.has_ready():
                 rd = core.ready()
+                self._update_lease()
                 await self._handle_ready(rd)
                 core.advance(rd)
+            self._update_lease()
             if self._snapshot_waiters or (
                 self._applied - self._snapshot_index >= self.group.snapshot_every
             ):
                 await self._snapshot()
+
+    def _update_lease(self) -> None:
+        """Before the driver awaits anything: until when may ``read_barrier`` trust the
+        lease?  Until the grid point at which the core's clock would reach the end of it."""
+        left = self.core.lease_remaining()
+        self._lease_until = (
+            self._last_tick_at + left * self.group.tick_interval if left else -math.inf
+        )
 
     def _feed(self) -> None:
         """Hand everything queued by other tasks to the core (it is idle here)."""
@@ -555,7 +616,10 @@ class RaftNode:
         self._stats["readies"] += 1
         if rd.soft_state is not None:
             self._on_soft_state(rd.soft_state)
-        # 1. persist (one fsync for everything in this Ready: group commit)
+        # 1. the leader's appends leave now: the followers write while we do
+        for m in rd.early_messages:
+            self._send(m)
+        # 2. persist (one fsync for everything in this Ready: group commit)
         if rd.must_sync and self.storage.needs_persist(rd):
             try:
                 await trio.to_thread.run_sync(self.storage.persist, rd)
@@ -563,15 +627,15 @@ class RaftNode:
                 # The log's state is unknown after a failed write or fsync; stop.
                 logger.critical("%s: Raft log write failed; the node stops", self.node_id)
                 raise
-        # 2. send (only now: votes and acks promise durable state)
+        # 3. send the rest (only now: votes and acks promise durable state)
         for m in rd.messages:
             self._send(m)
-        # 3. install a leader's snapshot, apply committed entries
+        # 4. install a leader's snapshot, apply committed entries
         if rd.snapshot is not None:
             self._install(rd.snapshot)
         for e in rd.committed_entries:
             self._apply(e)
-        # 4. read states
+        # 5. read states
         for rs in rd.read_states:
             r = self._reads_pending.pop(rs.context, None)
             if r is not None:

@@ -19,9 +19,51 @@ Roles are not loops: each role binds its own ``_step_role`` and ``_tick_role`` f
 
 Features: PreVote and CheckQuorum (a node rejoining after a partition cannot disrupt a
 leader that still has a quorum), pipelined and batched replication with fast conflict
-backtracking, the Figure 8 commit rule, snapshots sent in flow-controlled chunks, ReadIndex,
-leadership transfer (TimeoutNow), and single-server membership changes that take effect when
-appended (dissertation §4.1), with learners.
+backtracking, the Figure 8 commit rule, snapshots sent in flow-controlled chunks, ReadIndex and
+lease-based reads, leadership transfer (TimeoutNow), single-server membership changes that take
+effect when appended (dissertation §4.1), with learners, and a leader that writes its log in
+parallel with replicating it (dissertation §10.2.1).
+
+**Parallel leader writes.**  A leader's AppendEntries for new entries leave in the same Ready
+that hands the entries out for persisting, before they are durable (``Ready.early_messages``).
+This is safe because the leader counts itself towards a commit quorum only for entries of a
+Ready that was advanced (hence durable): an entry it sent and then lost in a crash is committed
+only if a quorum of *other* voters holds it durably, and then every future leader holds it.
+Followers still persist before they acknowledge, and a changed term or vote is durable before
+any message of that term leaves (a Ready that changes either sends nothing early).
+
+**Commit propagation.**  A leader does not broadcast a new commit index on its own: followers
+learn it from the next AppendEntries or heartbeat (within ``heartbeat_tick``).  Only the leader
+serves reads, so a follower applying a little later costs nothing, and a write costs one
+message round instead of two.
+
+**Lease reads** (``read_mode = LEASE``, dissertation §6.4.1).  Every heartbeat broadcast is a
+numbered round (``readonly``).  The leader answers ``read_index`` at once, without messages,
+while it holds a lease: it committed an entry of its term, it sent no TimeoutNow in this term,
+and a quorum of voters (itself included) acknowledged heartbeats that it sent fewer than
+``lease_ticks = election_tick - lease_margin_ticks`` of its own ticks ago.  Otherwise the read
+waits for a heartbeat round as in ReadIndex.
+
+Why no other leader can exist meanwhile: a voter that acknowledged a heartbeat received it after
+the leader sent it and reset its election timer then; from then on it neither campaigns nor
+grants a (pre-)vote until it has counted ``election_tick`` ticks of its own (the CheckQuorum vote
+refusal, which lease mode therefore requires; TimeoutNow elections are exempt, hence no lease
+after sending one), and a restarted node with a term holds its vote for ``election_tick`` ticks
+(it may have acknowledged a heartbeat just before it crashed).  Any new leader needs a vote
+from that quorum.
+
+*Clock assumption.*  Let ``T`` be the nominal tick interval and ``r >= 0`` the drift bound.
+(a) No node counts more than ``floor(d * (1 + r) / T) + 1`` ticks in any real-time span ``d``
+(no clock runs fast by more than a factor ``1 + r``); (b) a leader counts at least
+``floor(d / T)`` ticks in any span ``d`` (it never falls behind: a driver that missed ticks,
+e.g. during a long fsync, replays them before it steps anything; a follower may lag, which
+only delays its elections).  Then a voter grants a vote at the earliest
+``(election_tick - 1) * T / (1 + r)`` after it received a heartbeat, and the leader stops
+using that heartbeat less than ``lease_ticks * T`` after sending it.  Safe when
+``lease_ticks <= (election_tick - 1) / (1 + r)``: with ``election_tick = 10`` and the default
+margin of 2 ticks (``lease_ticks = 8``), tick rates may differ by up to 12.5 %.  The read mode
+must be the same on every member.  A lease read is served at the commit index known when the
+lease was checked; applying up to it and answering later is still linearizable.
 """
 
 from __future__ import annotations
@@ -83,6 +125,13 @@ class ProposalDropped(Exception):
     """The leader refuses the proposal right now (transfer or membership change pending)."""
 
 
+class ReadMode(StrEnum):
+    #: Serve reads at once while the leader holds a lease (see the module docstring).
+    LEASE = "lease"
+    #: Confirm leadership with a heartbeat round for every batch of reads (ReadIndex).
+    READ_INDEX = "read_index"
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     id: NodeId
@@ -99,6 +148,15 @@ class Config:
     snapshot_chunk_bytes: int = 1 << 20
     #: Chunks sent beyond the last one the follower acknowledged.
     snapshot_window_chunks: int = 4
+    #: How the leader confirms that it still leads before answering ``read_index``.
+    read_mode: ReadMode = ReadMode.LEASE
+    #: A lease lasts ``election_tick - lease_margin_ticks`` ticks after the heartbeat that
+    #: renewed it was sent (none at all if that is < 1; see the clock assumption).
+    lease_margin_ticks: int = 2
+
+    @property
+    def lease_ticks(self) -> int:
+        return self.election_tick - self.lease_margin_ticks
 
     def validate(self) -> None:
         if not self.id:
@@ -109,6 +167,12 @@ class Config:
             raise ValueError("replication limits must be positive")
         if self.snapshot_chunk_bytes < 1 or self.snapshot_window_chunks < 1:
             raise ValueError("snapshot chunking limits must be positive")
+        if self.read_mode not in tuple(ReadMode):
+            raise ValueError(f"unknown read mode {self.read_mode!r}")
+        if self.read_mode == ReadMode.LEASE and not self.check_quorum:
+            raise ValueError("lease reads need check_quorum (its vote refusal is the lease)")
+        if self.lease_margin_ticks < 1:
+            raise ValueError("lease_margin_ticks must be >= 1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,33 +187,39 @@ class SoftState:
 class Ready:
     """Work for the driver.  Handle the fields strictly in this order, then ``advance``:
 
-    1. **Persist** (and fsync) before anything else:
-       ``snapshot`` if set (the leader's snapshot: save it durably, discard the whole log,
-       restore the state machine from ``snapshot.data``); then ``entries``: if the first
-       entry's index is ``<=`` the last index in the durable log, first truncate the log
-       from that index (a follower dropping a conflicting suffix), then append them all;
-       then ``hard_state`` if set.  ``must_sync`` says whether an fsync is needed at all.
-    2. **Send** ``messages`` (only now: a vote or an acknowledgement in them promises that the
+    1. **Send** ``early_messages`` first: they may leave before and while the state below is
+       persisted (a leader's AppendEntries, heartbeats, snapshot chunks and read answers, in a
+       Ready that changes neither term nor vote: the leader writes its log in parallel with
+       replicating it).  They promise nothing about this node's disk.
+    2. **Persist** (and fsync): ``snapshot`` if set (the leader's snapshot: save it durably,
+       discard the whole log, restore the state machine from ``snapshot.data``); then
+       ``entries``: if the first entry's index is ``<=`` the last index in the durable log,
+       first truncate the log from that index (a follower dropping a conflicting suffix), then
+       append them all; then ``hard_state`` if set.  ``must_sync`` says whether an fsync is
+       needed at all.
+    3. **Send** ``messages`` (only now: a vote or an acknowledgement in them promises that the
        state above is durable).  Sends may be lost; the core retries on its own.
-    3. **Apply** ``committed_entries`` to the state machine in order (NOOP and CONF entries
+    4. **Apply** ``committed_entries`` to the state machine in order (NOOP and CONF entries
        carry no application command; CONF already took effect inside the core when it was
        appended).  A proposal returned as ``(term, index)`` succeeded iff the entry applied
        at ``index`` has that ``term``.  ``committed_entries`` may include entries from
        ``entries`` above, which is why persisting comes first.
-    4. **Serve** ``read_states``: a read with that context is linearizable once the state
+    5. **Serve** ``read_states``: a read with that context is linearizable once the state
        machine applied up to its ``index``.
-    5. Call ``advance(ready)``.
+    6. Call ``advance(ready)``: only then does the leader count the entries as its own durable
+       copies towards a commit quorum.
 
     No other method of the core may be called between ``ready()`` and ``advance()`` (the
-    driver buffers incoming messages meanwhile).  A crash before ``advance`` is fine: on
-    restart, pass the durable state to ``RaftCore`` and everything not persisted is as if it
-    never happened (nobody was told about it).
+    driver buffers incoming messages meanwhile).  A crash before ``advance`` is fine, also one
+    after step 1 with any prefix of step 2 on disk: on restart, pass the durable state to
+    ``RaftCore``; what was not persisted is as if it never happened (nobody relied on it).
     """
 
     soft_state: SoftState | None
     hard_state: HardState | None
     snapshot: Snapshot | None
     entries: tuple[Entry, ...]
+    early_messages: tuple[Message, ...]
     messages: tuple[Message, ...]
     committed_entries: tuple[Entry, ...]
     read_states: tuple[ReadState, ...]
@@ -157,6 +227,10 @@ class Ready:
     @property
     def must_sync(self) -> bool:
         return bool(self.entries) or self.hard_state is not None or self.snapshot is not None
+
+
+#: Leader messages that may leave before the Ready's state is durable (see ``Ready``).
+_EARLY_KINDS = (AppendEntries, Heartbeat, InstallSnapshot, ReadIndexResponse)
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +256,11 @@ class Status:
     conf_state: ConfState
     #: Leader only: replication state of every member (the leader included).
     progress: dict[NodeId, PeerStatus] = field(default_factory=dict)
+    #: Leader only: a read now would be answered by the lease, without messages.
+    lease: bool = False
+    #: A (pre-)vote request of a higher term would be ignored now (CheckQuorum: this node
+    #: heard from a leader within ``election_tick`` ticks, or restarted within that).
+    refuses_votes: bool = False
 
 
 @dataclass
@@ -245,7 +324,16 @@ class RaftCore:
         self._msgs: list[Message] = []
         self._read_states: list[ReadState] = []
         self._bcast_pending = False
-        self._read_round_pending = False
+        self._heartbeat_pending = False
+        #: Ticks since this core was built: the clock of the lease.
+        self._clock = 0
+        #: This leader sent TimeoutNow in its term: the lease is gone for good.
+        self._lease_void = False
+        #: Ticks left during which a restarted node refuses votes (see the module docstring:
+        #: it may have acknowledged a heartbeat just before it crashed).
+        self._vote_hold = (
+            config.election_tick if config.read_mode == ReadMode.LEASE and hs.term > 0 else 0
+        )
         self._prev_hard = HardState(self.term, self.vote, self.log.commit)
         self._prev_soft = SoftState(None, Role.FOLLOWER)
         self._in_ready: Ready | None = None
@@ -256,8 +344,13 @@ class RaftCore:
 
     # ================================================================== public API
     def tick(self) -> None:
-        """Advance logical time by one tick (election timeouts, heartbeats, CheckQuorum)."""
+        """Advance logical time by one tick (election timeouts, heartbeats, CheckQuorum,
+        leases).  Under lease reads a leader must be ticked for every tick interval that
+        passed (see the clock assumption in the module docstring)."""
         self._check_idle()
+        self._clock += 1
+        if self._vote_hold:
+            self._vote_hold -= 1
         self._tick()
 
     def step(self, m: Message) -> None:
@@ -266,16 +359,11 @@ class RaftCore:
         if m.to != self.id:
             raise ValueError(f"message for {m.to} stepped into {self.id}")
         if m.term > self.term:
-            if isinstance(m, RequestVote):
-                in_lease = (
-                    self.config.check_quorum
-                    and self.leader is not None
-                    and self.election_elapsed < self.config.election_tick
-                )
-                if in_lease and not m.transfer:
-                    # We heard from a leader recently: a disruptive candidate (a node back
-                    # from a partition) must not depose it (dissertation §4.2.3).
-                    return
+            if isinstance(m, RequestVote) and self._refuses_votes() and not m.transfer:
+                # We heard from a leader recently: a disruptive candidate (a node back from a
+                # partition) must not depose it (dissertation §4.2.3), and the leader's read
+                # lease relies on this refusal.
+                return
             if isinstance(m, RequestVote) and m.pre_vote:
                 pass  # a PreVote changes nothing here
             elif isinstance(m, VoteResponse) and m.pre_vote and m.granted:
@@ -339,9 +427,10 @@ class RaftCore:
 
     def read_index(self, context: bytes) -> bool:
         """Request a linearizable read; ``context`` must be unique among pending reads.  The
-        answer comes back as a ``ReadState`` in a later Ready.  Returns False if the request
-        was dropped (no known leader); the driver retries.  Pending reads are dropped without
-        notice if leadership changes, so the driver also retries after a timeout."""
+        answer comes back as a ``ReadState`` in a later Ready (in the very next one, with no
+        messages, on a leader holding a lease).  Returns False if the request was dropped (no
+        known leader); the driver retries.  Pending reads are dropped without notice if
+        leadership changes, so the driver also retries after a timeout."""
         self._check_idle()
         if self.role is Role.LEADER:
             self._leader_read(context, self.id)
@@ -366,7 +455,7 @@ class RaftCore:
         self.election_elapsed = 0
         pr = self.prs[to]
         if pr.match == self.log.last_index:
-            self._send(TimeoutNow(frm=self.id, to=to, term=self.term))
+            self._send_timeout_now(to)
         else:
             self._replicate(to, allow_empty=True)
 
@@ -390,15 +479,27 @@ class RaftCore:
     def has_ready(self) -> bool:
         self._check_idle()
         self._flush()
+        log, hard, soft = self.log, self._prev_hard, self._prev_soft
         return bool(
             self._msgs
             or self._read_states
-            or self.log.pending_snapshot is not None
-            or self.log.unstable_from <= self.log.last_index
-            or self.log.commit > self.log.applied
-            or self._hard_state() != self._prev_hard
-            or self._soft_state() != self._prev_soft
+            or log.pending_snapshot is not None
+            or log.unstable_from <= log.last_index
+            or log.commit > log.applied
+            or (self.term, self.vote, log.commit) != (hard.term, hard.vote, hard.commit)
+            or self.leader != soft.leader
+            or self.role is not soft.role
         )
+
+    def lease_remaining(self) -> int:
+        """On a leader holding a read lease: for how many more ticks it holds (a read is
+        answered by the lease until that many further ticks have passed); else 0.  A pure
+        query, also allowed between ``ready()`` and ``advance()``: a driver may answer reads
+        itself, at the commit index, until that many tick intervals after its latest tick
+        (see the clock assumption in the module docstring)."""
+        if self.role is not Role.LEADER or not self._committed_in_term():
+            return 0
+        return max(0, self._lease_end() - self._clock)
 
     def ready(self) -> Ready:
         """Collect the pending work (see ``Ready``).  Call ``advance`` when it is done."""
@@ -411,12 +512,22 @@ class RaftCore:
         if log.pending_snapshot is not None:
             start = max(start, log.pending_snapshot.meta.index + 1)
         committed = tuple(log.slice(start, log.commit + 1)) if log.commit >= start else ()
+        early: list[Message] = []
+        late: list[Message] = self._msgs
+        prev = self._prev_hard
+        if self.role is Role.LEADER and (hard.term, hard.vote) == (prev.term, prev.vote):
+            # Term and vote are durable (handed out in an advanced Ready): the leader's own
+            # messages of this term need nothing from this Ready's disk write.
+            late = []
+            for m in self._msgs:
+                (early if isinstance(m, _EARLY_KINDS) and m.term == self.term else late).append(m)
         rd = Ready(
             soft_state=soft if soft != self._prev_soft else None,
-            hard_state=hard if hard != self._prev_hard else None,
+            hard_state=hard if hard != prev else None,
             snapshot=log.pending_snapshot,
             entries=tuple(log.unstable_entries()),
-            messages=tuple(self._msgs),
+            early_messages=tuple(early),
+            messages=tuple(late),
             committed_entries=committed,
             read_states=tuple(self._read_states),
         )
@@ -443,11 +554,12 @@ class RaftCore:
         if rd.committed_entries:
             log.applied = LogIndex(max(log.applied, rd.committed_entries[-1].index))
         if self.role is Role.LEADER and rd.entries:
+            # The entries are durable here now: only from this point on do they count for
+            # the leader's own vote towards a commit quorum.
             me = self.prs.get(self.id)
             if me is not None:
                 me.maybe_update(log.stable)
-            if self._maybe_commit():
-                self._bcast_pending = True
+            self._maybe_commit(serve_by_lease=False)
 
     def status(self) -> Status:
         progress = {
@@ -466,6 +578,8 @@ class RaftCore:
             snapshot_index=self.log.snapshot.index,
             conf_state=self.conf,
             progress=progress if self.role is Role.LEADER else {},
+            lease=self.lease_remaining() > 0,
+            refuses_votes=self._refuses_votes(),
         )
 
     # ================================================================== roles
@@ -484,8 +598,9 @@ class RaftCore:
         self.prs = {}
         self._readonly = ReadOnly()
         self._pending_reads = []
-        self._read_round_pending = False
+        self._heartbeat_pending = False
         self._bcast_pending = False
+        self._lease_void = False
 
     def _become_follower(self, term: Term, leader: NodeId | None) -> None:
         self._reset(term)
@@ -522,6 +637,12 @@ class RaftCore:
         logger.debug("%s: leader of term %d", self.id, self.term)
         # §8: commit an entry of our own term first; it also commits everything before it.
         self._append_local(EntryKind.NOOP, b"")
+
+    def _refuses_votes(self) -> bool:
+        return self.config.check_quorum and (
+            (self.leader is not None and self.election_elapsed < self.config.election_tick)
+            or self._vote_hold > 0
+        )
 
     def _promotable(self) -> bool:
         return self.id in self.conf.voters
@@ -596,7 +717,7 @@ class RaftCore:
             self.transferee = None  # a transfer that did not finish in time is abandoned
         if self._heartbeat_elapsed >= self.config.heartbeat_tick:
             self._heartbeat_elapsed = 0
-            self._bcast_heartbeat(None)
+            self._heartbeat_pending = True
 
     # ================================================================== steps
     def _handle_vote_request(self, m: RequestVote) -> None:
@@ -761,12 +882,13 @@ class RaftCore:
                 pr.become_replicate()
         else:
             pr.free_inflights_to(m.index)
-        if self._maybe_commit():
-            self._bcast_pending = True
-        else:
-            self._replicate(m.frm, allow_empty=False)
+        # A new commit index travels with the next append or heartbeat (module docstring).
+        self._maybe_commit(serve_by_lease=True)
+        if self.role is not Role.LEADER:
+            return  # the commit was our own removal: we stepped down
+        self._replicate(m.frm, allow_empty=False)
         if self.transferee == m.frm and pr.match == self.log.last_index:
-            self._send(TimeoutNow(frm=self.id, to=m.frm, term=self.term))
+            self._send_timeout_now(m.frm)
 
     def _replicate(self, to: NodeId, *, allow_empty: bool) -> None:
         """Send what ``to`` is missing: several messages in a row while it is in REPLICATE
@@ -892,9 +1014,12 @@ class RaftCore:
             AppendResponse(frm=self.id, to=m.frm, term=self.term, index=m.meta.index, success=True)
         )
 
-    def _maybe_commit(self) -> bool:
+    def _maybe_commit(self, *, serve_by_lease: bool) -> bool:
         """§5.3/§5.4.2: commit the largest index a quorum of voters holds, but only if it is
-        of the current term (Figure 8); earlier entries are committed along with it."""
+        of the current term (Figure 8); earlier entries are committed along with it.
+        ``serve_by_lease``: whether reads waiting for this leader's first commit may use the
+        lease (only when the clock is current: not inside ``advance``, which runs after the
+        driver's disk write, however long that took)."""
         voters = self.conf.voters
         if not voters:
             return False
@@ -903,21 +1028,21 @@ class RaftCore:
         if mci <= self.log.commit or self.log.term(mci) != self.term:
             return False
         self.log.commit_to(mci)
-        self._after_commit()
+        self._after_commit(serve_by_lease)
         return True
 
-    def _after_commit(self) -> None:
+    def _after_commit(self, serve_by_lease: bool) -> None:
         if self._pending_reads and self._committed_in_term():
             pending, self._pending_reads = self._pending_reads, []
             for ctx, requester in pending:
-                self._leader_read(ctx, requester)
+                self._leader_read(ctx, requester, use_lease=serve_by_lease)
         if self.id not in self.conf.voters and self.log.commit >= self.conf_index:
             # Our own removal is committed: hand over to an up-to-date voter and step down.
             self._bcast_append()
             for v in sorted(self.conf.voters):
                 pr = self.prs.get(v)
                 if pr is not None and pr.match == self.log.last_index:
-                    self._send(TimeoutNow(frm=self.id, to=v, term=self.term))
+                    self._send_timeout_now(v)
                     break
             self._become_follower(self.term, None)
 
@@ -929,7 +1054,7 @@ class RaftCore:
             if n != self.id:
                 self._replicate(n, allow_empty=True)
 
-    def _bcast_heartbeat(self, context: int | None) -> None:
+    def _bcast_heartbeat(self, context: int) -> None:
         for n in sorted(self.prs):
             if n != self.id:
                 pr = self.prs[n]
@@ -950,36 +1075,54 @@ class RaftCore:
         if self._bcast_pending:
             self._bcast_pending = False
             self._bcast_append()
-        if self._read_round_pending:
-            self._read_round_pending = False
-            self._bcast_heartbeat(self._readonly.seq)
+        if self._heartbeat_pending:
+            # One numbered round per Ready however many ticks and reads asked for one.
+            self._heartbeat_pending = False
+            rnd = self._readonly.start_round(self._clock, self.config.election_tick)
+            self._bcast_heartbeat(rnd)
 
     # ------------------------------------------------------------------ reads
-    def _leader_read(self, context: bytes, requester: NodeId) -> None:
+    def _leader_read(self, context: bytes, requester: NodeId, *, use_lease: bool = True) -> None:
         if not self._committed_in_term():
             # A new leader does not know the commit index until it committed in its term.
             self._pending_reads.append((context, requester))
             return
+        voters = self.conf.voters
+        if _quorum(voters) <= (1 if self.id in voters else 0) or (
+            use_lease and self._lease_holds()
+        ):
+            self._serve_read(self.log.commit, context, requester)
+            return
         self._readonly.add(self.log.commit, context, requester)
-        if _quorum(self.conf.voters) <= (1 if self.id in self.conf.voters else 0):
-            self._release_reads()
-        else:
-            self._read_round_pending = True
+        self._heartbeat_pending = True
+
+    def _lease_holds(self) -> bool:
+        """See "Lease reads" in the module docstring."""
+        return self._clock < self._lease_end()
+
+    def _lease_end(self) -> int:
+        """The first tick at which the lease no longer holds."""
+        if self.config.read_mode != ReadMode.LEASE or self._lease_void:
+            return _NO_LEASE
+        voters = self.conf.voters
+        if voters == {self.id}:
+            return self._clock + 1  # nobody else can be elected: renewed every tick
+        start = self._readonly.lease_start(voters, self.id, _quorum(voters), self._clock)
+        return start + self.config.lease_ticks
 
     def _release_reads(self) -> None:
         for req in self._readonly.release(self.conf.voters, self.id, _quorum(self.conf.voters)):
-            if req.requester == self.id:
-                self._read_states.append(ReadState(req.index, req.context))
-            else:
-                self._send(
-                    ReadIndexResponse(
-                        frm=self.id,
-                        to=req.requester,
-                        term=self.term,
-                        index=req.index,
-                        context=req.context,
-                    )
+            self._serve_read(req.index, req.context, req.requester)
+
+    def _serve_read(self, index: LogIndex, context: bytes, requester: NodeId) -> None:
+        if requester == self.id:
+            self._read_states.append(ReadState(index, context))
+        else:
+            self._send(
+                ReadIndexResponse(
+                    frm=self.id, to=requester, term=self.term, index=index, context=context
                 )
+            )
 
     # ------------------------------------------------------------------ membership
     def _recompute_conf(self) -> None:
@@ -993,7 +1136,7 @@ class RaftCore:
             logger.debug("%s: membership now %s (entry %d)", self.id, conf, index)
             if self.role is Role.LEADER:
                 self._sync_progress()
-                if self._maybe_commit():
+                if self._maybe_commit(serve_by_lease=False):
                     self._bcast_pending = True
 
     def _conf_at(self, index: int) -> ConfState:
@@ -1039,11 +1182,21 @@ class RaftCore:
     def _send(self, m: Message) -> None:
         self._msgs.append(m)
 
+    def _send_timeout_now(self, to: NodeId) -> None:
+        # The transferee's election ignores the voters' lease refusal: from now on this
+        # leader can never be sure no other leader exists in its term.
+        self._lease_void = True
+        self._send(TimeoutNow(frm=self.id, to=to, term=self.term))
+
     def _hard_state(self) -> HardState:
         return HardState(self.term, self.vote, self.log.commit)
 
     def _soft_state(self) -> SoftState:
         return SoftState(self.leader, self.role)
+
+
+#: ``_lease_end`` when there is no lease at all.
+_NO_LEASE = -(1 << 62)
 
 
 def _quorum(voters: frozenset[NodeId]) -> int:

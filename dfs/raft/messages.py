@@ -154,13 +154,13 @@ class Message:
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"type": self.KIND}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if f.name == "entries":
+        for name in _field_names(type(self)):
+            value = getattr(self, name)
+            if name == "entries":
                 value = [e.to_dict() for e in value]
-            elif f.name == "meta":
+            elif name == "meta":
                 value = value.to_dict()
-            d[f.name] = value
+            d[name] = value
         return d
 
 
@@ -316,22 +316,33 @@ def message_from_dict(d: Any) -> Message:
         if cls is None:
             raise MessageDecodeError(f"unknown message type {d.get('type')!r}")
         kwargs: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
-            if f.name not in d:
+        for name in _field_names(cls):
+            if name not in d:
                 continue  # a default applies, or the constructor reports it missing
-            value = d[f.name]
-            if f.name == "entries":
+            value = d[name]
+            if name == "entries":
                 value = tuple(Entry.from_dict(e) for e in value)
-            elif f.name == "meta":
+            elif name == "meta":
                 value = SnapshotMeta.from_dict(value)
-            elif not isinstance(value, _FIELD_TYPES[f.name]):
-                raise MessageDecodeError(f"field {f.name} has type {type(value).__name__}")
-            kwargs[f.name] = value
+            elif not isinstance(value, _FIELD_TYPES[name]):
+                raise MessageDecodeError(f"field {name} has type {type(value).__name__}")
+            kwargs[name] = value
         return cls(**kwargs)
     except MessageDecodeError:
         raise
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise MessageDecodeError(f"malformed message: {exc!r}") from exc
+
+
+_FIELD_NAMES: dict[type[Message], tuple[str, ...]] = {}
+
+
+def _field_names(cls: type[Message]) -> tuple[str, ...]:
+    """The fields of a message class (``dataclasses.fields`` is slow on the hot path)."""
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return names
 
 
 def _int(v: Any) -> int:

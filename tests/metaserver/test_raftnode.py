@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import trio
 
-from dfs.errors import Exists, NotLeader, Unauthorized
+from dfs.errors import ConfigError, Exists, NotLeader, Unauthorized
 from dfs.metaserver.commit import Committer
 from dfs.metaserver.peers import RAFT_METHOD, RaftGroupConfig, RaftMember
 from dfs.metaserver.raftnode import RaftNode
@@ -75,8 +75,10 @@ class Group:
         nursery: trio.Nursery,
         n: int,
         voters: list[str] | None = None,
+        read_mode: str = "lease",
         **options: Any,
     ) -> None:
+        self.read_mode = read_mode
         ca = tmp_path / "ca"
         init_ca(ca, "raft-test")
         self.ca = ca
@@ -107,7 +109,12 @@ class Group:
     async def _run(self, m: Member, task_status: trio.TaskStatus[None]) -> None:
         node = await trio.to_thread.run_sync(
             functools.partial(
-                RaftNode.recover, m.data_dir, node_id=m.id, group=self.config, tls=m.tls
+                RaftNode.recover,
+                m.data_dir,
+                node_id=m.id,
+                group=self.config,
+                tls=m.tls,
+                read_mode=self.read_mode,
             )
         )
         dispatcher = Dispatcher()
@@ -161,10 +168,14 @@ class Group:
 
 @asynccontextmanager
 async def group(
-    tmp_path: Path, n: int = 3, voters: list[str] | None = None, **options: Any
+    tmp_path: Path,
+    n: int = 3,
+    voters: list[str] | None = None,
+    read_mode: str = "lease",
+    **options: Any,
 ) -> AsyncIterator[Group]:
     async with trio.open_nursery() as nursery:
-        g = Group(tmp_path, nursery, n, voters, **options)
+        g = Group(tmp_path, nursery, n, voters, read_mode, **options)
         for name in g.members:
             await g.start(name)
         yield g
@@ -372,6 +383,39 @@ async def test_transfer_leadership(tmp_path: Path) -> None:
             await new.read_barrier()
             with pytest.raises(NotLeader):
                 await lead.propose(mknod(b"y"))
+
+
+@pytest.mark.parametrize("read_mode", ["lease", "read_index"])
+async def test_reads_by_lease_or_by_read_index(tmp_path: Path, read_mode: str) -> None:
+    """Under a lease, read barriers are answered without the driver or any message; with
+    ``read_mode="read_index"`` every one waits for a heartbeat round."""
+    with trio.fail_after(30):
+        async with group(tmp_path, read_mode=read_mode) as g:
+            lead = await g.wait_leader()
+            await lead.propose(INIT)
+            await g.wait_converged()
+            await trio.sleep(3 * TICK)  # a heartbeat round renews the lease
+            before = lead.statistics()
+            for _ in range(20):
+                await lead.read_barrier()
+            after = lead.statistics()
+            assert after.read_barriers - before.read_barriers == 20
+            if read_mode == "lease":
+                assert after.lease_reads - before.lease_reads == 20
+                assert after.readies == before.readies
+            else:
+                assert after.lease_reads == 0
+                assert after.messages_sent > before.messages_sent
+            # A write then a read: the read waits for nothing but the write's apply.
+            await lead.propose(mknod(b"w"))
+            await lead.read_barrier()
+            assert b"w" in names(lead)
+
+
+def test_unknown_read_mode_is_refused(tmp_path: Path) -> None:
+    config = RaftGroupConfig.from_pairs([("m1", "127.0.0.1:1")])
+    with pytest.raises(ConfigError):
+        RaftNode.recover(tmp_path, node_id="m1", group=config, tls=None, read_mode="psychic")  # type: ignore[arg-type]
 
 
 async def test_committer_data_dir_grows_into_a_group(tmp_path: Path) -> None:

@@ -3,18 +3,24 @@
 Everything random (network faults, election jitter, the scenario itself) derives from one
 seed, so a failing run replays exactly; ``Cluster.fail`` puts the seed in every failure.
 
-Time is discrete.  ``step_time()`` ticks every live node once, then delivers every message
-due by now (a message sent at time t is due at ``t + 1 + delay``).  ``stabilize()`` delivers
-messages without ticking until the network is quiet, for scripted scenarios.
+Time is discrete.  ``step_time()`` finishes the disk writes due by now, ticks every live node
+(once, or at its ``tick_rates`` rate: a fast clock ticks more often), then delivers every
+message due by now (a message sent at time t is due at ``t + 1 + delay``).  ``stabilize()``
+delivers messages without ticking until the network is quiet, for scripted scenarios.
 
-Each node has a ``Storage`` that plays the disk: it changes only while a Ready is carried out
-(persist, then send, then apply, then advance), so ``crash()`` loses exactly the state that
-was never handed out for persistence.  ``restart()`` rebuilds the core from that storage and
-the state machine from its snapshot.
+Each node plays the driver of ``Ready``: early messages go out at once, then the write to its
+``Storage`` (the disk), then the other messages, apply, advance.  A node with a ``disk_delay``
+keeps a Ready's write running for that many steps, as the real driver does while its fsync
+runs in a thread: meanwhile it buffers incoming messages and counts missed ticks, and replays
+both (ticks first) when the write completes.  ``crash()`` loses whatever was never written:
+a write still running leaves only a prefix of its steps (snapshot, each entry, hard state) on
+disk, the way an unsynced page cache can.  ``restart()`` rebuilds the core from that storage
+and the state machine from its snapshot.
 
 Invariants (``check_invariants``): election safety (one leader per term), log matching,
-leader completeness, state machine safety (checked at every apply), and in ``check_acked``
-that every acknowledged proposal is applied on every live member.
+leader completeness, state machine safety (checked at every apply), every index a leader
+commits is durable on a quorum of voters (checked whenever a leader's commit index moves),
+and in ``check_acked`` that every acknowledged proposal is applied on every live member.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from dfs.raft import (
     ProposalDropped,
     RaftCore,
     ReadState,
+    Ready,
     Role,
     Snapshot,
     message_from_dict,
@@ -71,6 +78,16 @@ class SimNode:
     #: Proposals made here awaiting their outcome: (term, index) -> data.
     pending: dict[tuple[int, int], Command] = field(default_factory=dict)
     restarts: int = 0
+    #: Steps each disk write takes (0: it completes at once).
+    disk_delay: int = 0
+    #: A Ready whose early messages went out and whose disk write is still running.
+    writing: Ready | None = None
+    write_done_at: int = 0
+    #: What arrives while a write runs (the driver buffers it) and the ticks it missed.
+    inbox: list[Message] = field(default_factory=list)
+    missed_ticks: int = 0
+    #: Commit index the durability invariant was last checked at.
+    checked_commit: int = 0
 
     @property
     def alive(self) -> bool:
@@ -190,6 +207,14 @@ class Cluster:
         #: Acknowledged proposals: index -> (term, data).
         self.acked: dict[int, tuple[int, Command]] = {}
         self.failed_proposals = 0
+        #: Ticks per step of a node whose clock runs fast or slow (default 1).
+        self.tick_rates: dict[NodeId, float] = {}
+        self._tick_acc: dict[NodeId, float] = {}
+        #: Largest index of an acknowledged proposal, and for each read asked through
+        #: ``read`` that index as of the moment it was asked (linearizability: the read's
+        #: index must be at least that).
+        self.max_acked = 0
+        self.reads: dict[bytes, int] = {}
         for i in self.ids:
             self.add_node(i)
 
@@ -209,6 +234,10 @@ class Cluster:
         node.sm = decode_sm(st.snapshot.data) if st.snapshot else {}
         node.applied = st.snapshot.meta.index if st.snapshot else 0
         node.pending.clear()
+        node.writing = None
+        node.inbox.clear()
+        node.missed_ticks = 0
+        node.checked_commit = 0
         node.core = RaftCore(
             Config(id=node.id, **self.config),
             random.Random(self.rng.getrandbits(64)),
@@ -219,9 +248,17 @@ class Cluster:
         )
         self._process(node)
 
-    def crash(self, i: str) -> None:
-        """Lose everything that was not persisted through an advanced Ready."""
+    def crash(self, i: str, *, keep: int | None = None) -> None:
+        """Lose everything that was not written.  A disk write still running leaves the
+        first ``keep`` of its steps on disk (default: a random number of them)."""
         node = self.nodes[NodeId(i)]
+        if node.writing is not None:
+            steps = _write_steps(node.writing)
+            if keep is None:
+                keep = self.rng.randint(0, steps)
+            self._persist(node, node.writing, upto=min(keep, steps))
+            node.writing = None
+        node.inbox.clear()
         node.core = None
         node.pending.clear()
 
@@ -253,34 +290,92 @@ class Cluster:
 
     # ------------------------------------------------------------------ driving
     def _process(self, node: SimNode) -> None:
-        """The driver loop for one node: Ready -> persist -> send -> apply -> advance."""
+        """The driver loop for one node: Ready -> early sends -> write -> send -> apply ->
+        advance; a slow disk leaves the Ready half done until ``_finish_write``."""
         core = node.c
         for _ in range(100):
+            if node.writing is not None:
+                return
             self._check_election_safety(node)
             if not core.has_ready():
                 return
             rd = core.ready()
-            st = node.storage
-            if rd.snapshot is not None:
-                st.snapshot = rd.snapshot
-                st.entries = []
-                node.sm = decode_sm(rd.snapshot.data)
-                node.applied = rd.snapshot.meta.index
-            if rd.entries:
-                first = rd.entries[0].index
-                st.entries = [e for e in st.entries if e.index < first]
-                st.entries.extend(rd.entries)
-            if rd.hard_state is not None:
-                st.hard = rd.hard_state
-            for m in rd.messages:
+            for m in rd.early_messages:
                 self.net.send(m, self.now)
-            for e in rd.committed_entries:
-                self._apply(node, e)
-            for r in rd.read_states:
-                node.read_states.append((r, self.now))
-            core.advance(rd)
-            self._maybe_snapshot(node)
+            if node.disk_delay and _needs_disk(rd, node.storage):
+                node.writing = rd
+                node.write_done_at = self.now + node.disk_delay
+                return
+            self._complete(node, rd)
         raise InvariantViolation(self.fail(f"{node.id}: Ready loop did not settle"))
+
+    def _complete(self, node: SimNode, rd: Ready) -> None:
+        """Everything of ``rd`` after the early sends."""
+        self._persist(node, rd)
+        for m in rd.messages:
+            self.net.send(m, self.now)
+        for e in rd.committed_entries:
+            self._apply(node, e)
+        for r in rd.read_states:
+            node.read_states.append((r, self.now))
+            need = self.reads.pop(r.context, 0)
+            if r.index < need:
+                raise InvariantViolation(
+                    self.fail(
+                        f"stale read {r.context!r} on {node.id}: index {r.index}, but {need} "
+                        "was acknowledged before it was asked"
+                    )
+                )
+        node.c.advance(rd)
+        self._maybe_snapshot(node)
+        self._check_commit_durable(node)
+
+    def _persist(self, node: SimNode, rd: Ready, upto: int | None = None) -> None:
+        """Write ``rd`` to the node's storage, or only its first ``upto`` write steps (in the
+        order the real storage writes them: snapshot, entries, hard state)."""
+        st = node.storage
+        left = _write_steps(rd) if upto is None else upto
+        if rd.snapshot is not None:
+            if left < 1:
+                return
+            left -= 1
+            st.snapshot = rd.snapshot
+            st.entries = []
+            node.sm = decode_sm(rd.snapshot.data)
+            node.applied = rd.snapshot.meta.index
+        if rd.entries:
+            first = rd.entries[0].index
+            st.entries = [e for e in st.entries if e.index < first]
+            st.entries.extend(rd.entries[:left])
+            left -= min(left, len(rd.entries))
+        if rd.hard_state is not None and left >= 1:
+            st.hard = rd.hard_state
+
+    def _finish_write(self, node: SimNode) -> None:
+        """The running disk write completes: finish the Ready, replay the ticks missed
+        meanwhile, then step what arrived meanwhile (as the real driver does)."""
+        rd, node.writing = node.writing, None
+        assert rd is not None
+        self._complete(node, rd)
+        core = node.c
+        ticks, node.missed_ticks = node.missed_ticks, 0
+        for _ in range(ticks):
+            core.tick()
+        inbox, node.inbox = node.inbox, []
+        for m in inbox:
+            core.step(m)
+        self._process(node)
+
+    def finish_writes(self) -> None:
+        """Complete every running disk write now (for scripted scenarios)."""
+        for _ in range(100):
+            busy = [n for n in self.alive() if n.writing is not None]
+            if not busy:
+                return
+            for node in busy:
+                if node.writing is not None:
+                    self._finish_write(node)
+        raise InvariantViolation(self.fail("disk writes did not settle"))
 
     def _apply(self, node: SimNode, e: Entry) -> None:
         if e.index != node.applied + 1:
@@ -297,6 +392,7 @@ class Cluster:
         data = node.pending.pop((e.term, e.index), None)
         if data is not None:
             self.acked[e.index] = (e.term, data)
+            self.max_acked = max(self.max_acked, e.index)
         for key in [k for k in node.pending if k[1] <= e.index]:
             del node.pending[key]  # overwritten by another leader's entry: failed
             self.failed_proposals += 1
@@ -314,6 +410,34 @@ class Cluster:
         node.storage.snapshot = snap
         node.storage.entries = [e for e in node.storage.entries if e.index > index]
 
+    def _check_commit_durable(self, node: SimNode) -> None:
+        """A leader's commit index is durable on a quorum of voters: whatever a leader sent
+        before its own write finished, it must not have counted itself for it."""
+        core = node.c
+        commit = int(core.log.commit)
+        if core.role is not Role.LEADER or commit <= node.checked_commit:
+            return
+        node.checked_commit = commit
+        term = core.log.term(commit)
+        holders = [v for v in core.conf.voters if self._durable(v, commit, term)]
+        if len(holders) < len(core.conf.voters) // 2 + 1:
+            raise InvariantViolation(
+                self.fail(
+                    f"{node.id} committed {commit} (term {term}) durable only on {sorted(holders)}"
+                )
+            )
+
+    def _durable(self, i: NodeId, index: int, term: int | None) -> bool:
+        other = self.nodes.get(i)
+        if other is None:
+            return False
+        st = other.storage
+        if st.snapshot is not None and st.snapshot.meta.index >= index:
+            return True
+        base = st.snapshot.meta.index if st.snapshot is not None else 0
+        k = index - base - 1
+        return 0 <= k < len(st.entries) and st.entries[k].term == term
+
     def _check_election_safety(self, node: SimNode) -> None:
         core = node.c
         if core.role is Role.LEADER:
@@ -327,19 +451,32 @@ class Cluster:
         node = self.nodes.get(m.to)
         if node is None or not node.alive:
             return
+        if node.writing is not None:
+            node.inbox.append(m)
+            return
         node.c.step(m)
         self._process(node)
 
     def tick(self, i: str) -> None:
         node = self.nodes[NodeId(i)]
+        if node.writing is not None:
+            node.missed_ticks += 1
+            return
         node.c.tick()
         self._process(node)
 
     def step_time(self) -> None:
         self.now += 1
         for node in self.alive():
-            node.c.tick()
-            self._process(node)
+            if node.writing is not None and node.write_done_at <= self.now:
+                self._finish_write(node)
+        for node in self.alive():
+            acc = self._tick_acc.get(node.id, 0.0) + self.tick_rates.get(node.id, 1.0)
+            ticks = int(acc)
+            self._tick_acc[node.id] = acc - ticks
+            for _ in range(ticks):
+                if node.alive:
+                    self.tick(node.id)
         for _ in range(100_000):
             m = self.net.pop_due(self.now)
             if m is None:
@@ -393,6 +530,8 @@ class Cluster:
 
     def propose(self, i: str, data: Command) -> tuple[Term, LogIndex] | None:
         node = self.nodes[NodeId(i)]
+        if node.writing is not None:
+            return None  # the driver is busy with a Ready (a real one would queue it)
         try:
             term, index = node.c.propose(data)
         except (NotLeader, ProposalDropped):
@@ -400,6 +539,15 @@ class Cluster:
         node.pending[(term, index)] = data
         self._process(node)
         return term, index
+
+    def read(self, i: str, context: bytes) -> bool:
+        """Ask node ``i`` for a linearizable read (checked when its ReadState comes out)."""
+        node = self.nodes[NodeId(i)]
+        if not node.alive or node.writing is not None or not node.c.read_index(context):
+            return False
+        self.reads[context] = self.max_acked
+        self._process(node)
+        return True
 
     def propose_at_leader(self, data: Command) -> tuple[Term, LogIndex] | None:
         lead = self.leader()
@@ -492,6 +640,22 @@ class Cluster:
 
     def terms(self) -> dict[NodeId, int]:
         return {n.id: n.c.term for n in self.alive()}
+
+
+def _needs_disk(rd: Ready, st: Storage) -> bool:
+    """Whether the real storage writes anything for ``rd`` (it does not persist the commit
+    index, so a Ready that only moves it costs no disk write)."""
+    hs = rd.hard_state
+    return (
+        rd.snapshot is not None
+        or bool(rd.entries)
+        or (hs is not None and (hs.term, hs.vote) != (st.hard.term, st.hard.vote))
+    )
+
+
+def _write_steps(rd: Ready) -> int:
+    """How many separate steps writing ``rd`` takes (see ``Cluster._persist``)."""
+    return (rd.snapshot is not None) + len(rd.entries) + (rd.hard_state is not None)
 
 
 def entry_kinds(entries: Iterable[Entry]) -> list[str]:

@@ -26,7 +26,7 @@ def test_prevote_rejoining_node_does_not_raise_the_term() -> None:
 
 def test_without_prevote_a_rejoining_node_disrupts_the_leader() -> None:
     """The contrast that motivates PreVote: the isolated node inflates its term."""
-    c = Cluster(3, seed=21, pre_vote=False, check_quorum=False)
+    c = Cluster(3, seed=21, pre_vote=False, check_quorum=False, read_mode="read_index")
     c.elect("n1")
     c.net.isolate("n3")
     c.run(200)

@@ -100,12 +100,17 @@ def test_5_3_log_replication_batches_and_pipelines() -> None:
     # One batch per message (capped at 4 entries), 3 in flight before any answer.
     assert [len(m.entries) for m in appends] == [4, 4, 4]
     c.stabilize()
+    assert lead.applied == 41
+    c.run(1)  # followers learn the commit index from the next heartbeat
+    c.stabilize()
     assert all(n.applied == 41 for n in c.alive())
     finish(c)
 
 
 def test_5_3_fast_backtracking_skips_a_whole_conflicting_term() -> None:
-    c = Cluster(3, seed=5)
+    # Every node restarts with a preset log and n1 campaigns at once: no lease reads, under
+    # which a restarted node would first hold its vote for an election timeout.
+    c = Cluster(3, seed=5, read_mode="read_index")
     c.preset("n1", 5, [1, 1, 5, 5], vote="n1")
     c.preset("n2", 5, [1, 1, 5, 5])
     c.preset("n3", 4, [1, 1] + [4] * 30)  # 30 entries of a term nobody else has
@@ -146,7 +151,8 @@ def test_5_4_1_election_restriction_stale_log_cannot_win() -> None:
 def test_5_4_2_commit_previous_term_figure_8() -> None:
     """Figure 8: S1 (term 4) holds an entry of term 2 on a majority; it must not count it
     committed until an entry of term 4 is on a majority too."""
-    c = Cluster(5, seed=8, max_entries_per_msg=1)
+    # Preset logs, then an immediate campaign: no lease (restarted voters would hold off).
+    c = Cluster(5, seed=8, max_entries_per_msg=1, read_mode="read_index")
     c.preset("n1", 4, [1, 2], vote="n1")
     c.preset("n2", 4, [1, 2])
     c.preset("n3", 4, [1])

@@ -18,6 +18,7 @@ from dfs.raft import (
     MessageDecodeError,
     NotLeader,
     RaftCore,
+    ReadMode,
     Role,
     SnapshotMeta,
     message_from_dict,
@@ -36,6 +37,7 @@ from dfs.raft.messages import (
     TimeoutNow,
     VoteResponse,
 )
+from dfs.raft.readonly import ReadOnly
 from dfs.types import LogIndex, NodeId, Term
 
 pytestmark = pytest.mark.unit
@@ -215,3 +217,34 @@ def test_follower_refuses_proposals() -> None:
 def test_config_validate() -> None:
     with pytest.raises(ValueError):
         Config(id=A, election_tick=1, heartbeat_tick=1).validate()
+
+
+def test_config_validate_read_modes() -> None:
+    Config(id=A, read_mode=ReadMode.READ_INDEX, check_quorum=False).validate()
+    with pytest.raises(ValueError, match="check_quorum"):
+        Config(id=A, check_quorum=False).validate()  # the lease rests on CheckQuorum
+    with pytest.raises(ValueError):
+        Config(id=A, lease_margin_ticks=0).validate()
+    with pytest.raises(ValueError):
+        Config(id=A, read_mode="psychic").validate()  # type: ignore[arg-type]
+    assert Config(id=A).lease_ticks == 8
+
+
+def test_heartbeat_rounds_confirm_reads_and_date_the_lease() -> None:
+    ro = ReadOnly()
+    voters = frozenset({A, B, NodeId("c")})
+    ro.start_round(tick=5, horizon=10)  # round 1
+    ro.add(LogIndex(7), b"r", A)  # needs round 2: sent after it was registered
+    ro.ack(B, 1)
+    assert ro.release(voters, A, 2) == []
+    assert ro.lease_start(voters, A, 2, now=6) == 5  # B heard round 1, sent at tick 5
+    ro.start_round(tick=6, horizon=10)  # round 2
+    ro.start_round(tick=6, horizon=10)  # round 3, same tick
+    ro.ack(B, 9)  # a round never sent: ignored
+    ro.ack(NodeId("c"), 3)
+    assert [r.context for r in ro.release(voters, A, 2)] == [b"r"]
+    assert ro.lease_start(voters, A, 2, now=7) == 6  # the leader itself, and c since tick 6
+    assert ro.lease_start(voters, A, 3, now=7) == 5  # all three only since tick 5
+    ro.start_round(tick=30, horizon=10)  # rounds of ticks 5 and 6 are forgotten
+    ro.ack(B, 3)
+    assert ro.ack_ticks[B] == 5  # not re-dated from a forgotten round
