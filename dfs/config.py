@@ -79,6 +79,15 @@ class MetaserverConfig:
     #: expires it (clients renew at a third of it).  A command retried after its session
     #: expired can no longer be deduplicated and fails with EIO.
     session_timeout: float = 10.0
+    #: A new, empty member for an existing group: it starts with no vote and waits until the
+    #: leader adds it (``dfs admin meta add ADDR``) and sends it a snapshot.  ``members``
+    #: then lists the group's members with addresses, this node included.
+    join: bool = False
+    #: How the leader confirms it still leads before a read: "lease" (no messages while a
+    #: quorum answered a recent heartbeat; assumes tick rates within 12.5 %, see
+    #: dfs.raft.core) or "read_index" (a heartbeat round per batch of reads).  The same on
+    #: every member.
+    raft_read_mode: str = "lease"
 
     def validate(self) -> None:
         if not self.id:
@@ -94,6 +103,8 @@ class MetaserverConfig:
             raise ConfigError("[metaserver] raft_tick must be > 0 and <= 5")
         if self.snapshot_every < 1:
             raise ConfigError("[metaserver] snapshot_every must be >= 1")
+        if self.raft_read_mode not in ("lease", "read_index"):
+            raise ConfigError("[metaserver] raft_read_mode must be 'lease' or 'read_index'")
         if not 1 <= self.session_timeout <= 86400:
             raise ConfigError("[metaserver] session_timeout must be between 1 and 86400 s")
         if not 1 <= self.default_goal <= 16:

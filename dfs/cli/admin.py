@@ -112,3 +112,38 @@ def cmd_sessions(args: argparse.Namespace, config_path: Path) -> int:
             f"{s['outstanding']:>7}  {s['label']}"
         )
     return 0
+
+
+def _print_members(result: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    print("voters:   " + ", ".join(result["voters"]))
+    print("learners: " + (", ".join(result["learners"]) or "-"))
+
+
+def cmd_admin_meta(args: argparse.Namespace, config_path: Path) -> int:
+    """``dfs admin meta add ADDR | remove ID | list``."""
+    cfg = load_config(config_path)
+    if args.meta_command == "add":
+        # The new member names itself: its certificate's id is in its own status.
+        status = trio.run(member_status, cfg, args.address, 10.0)
+        member = status["node"]
+        result = trio.run(
+            admin_call,
+            cfg,
+            "admin.meta_add",
+            {"id": member, "address": args.address, "timeout": args.timeout},
+            float(args.timeout + 30),
+        )
+        if not args.json:
+            print(f"metaserver {member} at {args.address} is a voting member")
+    elif args.meta_command == "remove":
+        result = trio.run(admin_call, cfg, "admin.meta_remove", {"id": args.id}, 60.0)
+        if not args.json:
+            print(f"metaserver {args.id} is no longer a member")
+    else:
+        status = fetch_status(cfg)
+        result = status["members"]
+    _print_members(result, args.json)
+    return 0

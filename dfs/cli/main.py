@@ -127,6 +127,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     return admin.cmd_status(args, _config_path(args))
 
 
+def cmd_admin_meta(args: argparse.Namespace) -> int:
+    from dfs.cli import admin
+
+    return admin.cmd_admin_meta(args, _config_path(args))
+
+
 def cmd_sessions(args: argparse.Namespace) -> int:
     from dfs.cli import admin
 
@@ -212,6 +218,25 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--config", help="admin TOML config file (default $DFS_CONFIG)")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(func=cmd_status)
+
+    adm = sub.add_parser("admin", help="change the cluster (admin certificate)")
+    adm_sub = adm.add_subparsers(dest="admin_command", metavar="COMMAND", required=True)
+    meta = adm_sub.add_parser("meta", help="metadata Raft group membership")
+    meta_sub = meta.add_subparsers(dest="meta_command", metavar="COMMAND", required=True)
+    meta_add = meta_sub.add_parser(
+        "add", help="add the running, empty metaserver at ADDR (started with join = true)"
+    )
+    meta_add.add_argument("address", metavar="ADDR", help="host:port of the new metaserver")
+    meta_add.add_argument(
+        "--timeout", type=int, default=300, help="seconds it may take to catch up (300)"
+    )
+    meta_remove = meta_sub.add_parser("remove", help="remove metaserver ID from the group")
+    meta_remove.add_argument("id", metavar="ID")
+    meta_list = meta_sub.add_parser("list", help="voting members and learners")
+    for sp in (meta_add, meta_remove, meta_list):
+        sp.add_argument("--config", help="admin TOML config file (default $DFS_CONFIG)")
+        sp.add_argument("--json", action="store_true", help="machine-readable output")
+        sp.set_defaults(func=cmd_admin_meta)
 
     sessions = sub.add_parser(
         "sessions", help="client sessions held with the metadata group (admin certificate)"

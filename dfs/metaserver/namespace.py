@@ -23,6 +23,10 @@ Schema (the snapshot, msgpack map ``format == 2``)
 * ``chunks``: list sorted by chunk id of ``[chunk_id, ino, index, version]``.
 * ``sessions`` (format 2): ``{"next_id": int, "sessions": [record, ...]}``, the client
   sessions and their remembered outcomes (``dfs.metaserver.sessions``).
+* ``members`` (format 2): ``[[id, address], ...]`` sorted, the RPC addresses of metaservers
+  added to the Raft group after it was created (``set_member``; the founding members'
+  addresses come from their config).  Kept here so that every member, and every snapshot,
+  knows where to reach them.
 
 Exactly-once: a command with a ``session`` key runs through ``SessionTable.run``, which
 applies it once and answers retries with the remembered outcome.
@@ -120,6 +124,8 @@ class Namespace:
         # not part of the snapshot (after a restart orphans are found from registrations).
         self._freed: list[ChunkId] = []
         self.sessions = SessionTable()
+        #: Raft member id -> "host:port" of members added online (see the schema).
+        self.members: dict[str, str] = {}
         self._ops: dict[str, Callable[[dict[str, Any]], Any]] = {
             "init": self._op_init,
             "noop": lambda _c: None,
@@ -138,6 +144,8 @@ class Namespace:
             "open_session": self.sessions.open,
             "close_session": self.sessions.close,
             "expire_sessions": self.sessions.expire,
+            "set_member": self._op_set_member,
+            "drop_member": self._op_drop_member,
         }
 
     # ------------------------------------------------------------------ apply
@@ -230,6 +238,7 @@ class Namespace:
             "inodes": [self.inodes[i].to_record() for i in sorted(self.inodes)],
             "chunks": [[c, *self.chunks[c]] for c in sorted(self.chunks)],
             "sessions": self.sessions.to_record(),
+            "members": [[i, self.members[i]] for i in sorted(self.members)],
         }
         return msgpack.packb(data, use_bin_type=True)
 
@@ -252,6 +261,7 @@ class Namespace:
             fresh.next_chunk_id = int(data["next_chunk_id"])
             fresh.cluster_id = str(data["cluster_id"])
             sessions = SessionTable.from_record(data.get("sessions"))
+            members = {str(i): str(a) for i, a in data.get("members", [])}
         except SnapshotCorrupt:
             raise
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
@@ -268,6 +278,7 @@ class Namespace:
         self._freed = []
         # The op table holds the table's bound methods: update it in place.
         self.sessions.sessions, self.sessions.next_id = sessions.sessions, sessions.next_id
+        self.members = members
 
     # ------------------------------------------------------------------ helpers
     def _get(self, ino: int) -> Inode:
@@ -368,6 +379,16 @@ class Namespace:
             cur = parent
 
     # ------------------------------------------------------------------ ops
+    def _op_set_member(self, c: dict[str, Any]) -> None:
+        """Record the address of Raft member ``id`` (before it is added to the group)."""
+        member, address = str(c["id"]), str(c["address"])
+        if not member or ":" not in address:
+            raise InvalidArgument(f"bad member {member!r} at {address!r}")
+        self.members[member] = address
+
+    def _op_drop_member(self, c: dict[str, Any]) -> None:
+        self.members.pop(str(c["id"]), None)
+
     def _op_init(self, c: dict[str, Any]) -> dict[str, Any]:
         """``{op: init, now_ns, goal, cluster_id}``: create the root (first entry of a log)."""
         if self.initialised:

@@ -234,6 +234,7 @@ class RaftNode:
         seed: int | None = None,
         segment_bytes: int = DEFAULT_SEGMENT_BYTES,
         read_mode: str = ReadMode.LEASE,
+        join: bool = False,
     ) -> RaftNode:
         """Load snapshot, log and hard state from ``data_dir``.  Blocking (worker thread).
 
@@ -250,7 +251,9 @@ class RaftNode:
         me = NodeId(node_id)
         if me not in group.addresses():
             raise ConfigError(f"metaserver {me!r} is not a member of its Raft group config")
-        initial = ConfState(frozenset(m.id for m in group.members))
+        # A joining node starts in no configuration: it never campaigns, and learns the
+        # group's membership from the leader's snapshot once it has been added.
+        initial = ConfState() if join else ConfState(frozenset(m.id for m in group.members))
         storage = RaftStorage(data_dir, segment_bytes=segment_bytes)
         rec = storage.recover(initial)
         ns = Namespace()
@@ -302,7 +305,12 @@ class RaftNode:
     def leader_address(self) -> str | None:
         """Address of the current leader as far as this node knows (None if unknown)."""
         leader = self.core.leader
-        return None if leader is None else self._addresses.get(leader)
+        return None if leader is None else self.member_address(leader)
+
+    def member_address(self, member: str) -> str | None:
+        """The RPC address of ``member``: from the group config, or for a member added
+        online from the replicated state (``Namespace.members``)."""
+        return self._addresses.get(NodeId(member)) or self.namespace.members.get(member)
 
     def statistics(self) -> RaftNodeStatistics:
         core = self.core
@@ -461,7 +469,7 @@ class RaftNode:
         sender.push(m)
 
     def _start_sender(self, peer: NodeId) -> PeerSender | None:
-        address = self._addresses.get(peer)
+        address = self.member_address(peer)
         if address is None or self._pool is None or self._nursery is None or peer == self.node_id:
             return None
         sender = PeerSender(
@@ -658,6 +666,17 @@ class RaftNode:
             for r in self._reads_pending.values():
                 r.fail(error)
             self._reads_pending.clear()
+        if soft.role is not Role.LEADER and self._role is Role.LEADER and self._waiting:
+            # Proposals of the old term may still commit under the next leader, or vanish:
+            # say so now rather than leave the callers waiting for an entry that may never
+            # apply here.  A client with a session retries them safely.
+            lost = Unavailable(
+                f"{self.node_id} lost the leadership; the outcome is unknown", outcome="unknown"
+            )
+            for p in self._waiting.values():
+                p.fail(lost)
+            self._waiting.clear()
+            self._waiting_heap.clear()
         if soft.role is Role.LEADER and self._role is not Role.LEADER:
             self._leader_since = trio.current_time()
         self._role, self._leader = soft.role, soft.leader

@@ -150,7 +150,8 @@ async def run_metaserver(
     host, port = parse_address(mc.listen)
     pairs = mc.member_pairs()
     # A lone node needs nobody's vote: a short election timeout makes it leader at once.
-    timing = {"election_tick": 10} if len(pairs) > 1 else {"election_tick": 2}
+    alone = len(pairs) == 1 and not mc.join
+    timing = {"election_tick": 2} if alone else {"election_tick": 10}
     group = RaftGroupConfig.from_pairs(
         pairs, tick_interval=mc.raft_tick, snapshot_every=mc.snapshot_every, **timing
     )
@@ -162,7 +163,13 @@ async def run_metaserver(
         )
         node = await trio.to_thread.run_sync(
             functools.partial(
-                RaftNode.recover, mc.data_dir, node_id=mc.id, group=group, tls=config.tls
+                RaftNode.recover,
+                mc.data_dir,
+                node_id=mc.id,
+                group=group,
+                tls=config.tls,
+                read_mode=mc.raft_read_mode,
+                join=mc.join,
             )
         )
         ns = node.namespace
@@ -197,7 +204,7 @@ async def run_metaserver(
                 service.address,
                 ", ".join(f"{i}={a}" for i, a in pairs),
             )
-            if len(pairs) == 1:
+            if alone:
                 # A group of one behaves as the single node always did: ready once started,
                 # i.e. leading, with its whole log applied and the namespace initialised.
                 await _wait_leader_caught_up(node)

@@ -27,11 +27,12 @@ from dfs.errors import (
 )
 from dfs.metaserver.raftnode import RaftNode
 from dfs.metaserver.registry import Registry
+from dfs.raft import ConfChange, ConfChangeOp
 from dfs.rpc.client import RpcClientPool
 from dfs.rpc.dispatch import Dispatcher, Handler
 from dfs.rpc.params import Params
 from dfs.security.identity import Peer, Role, TlsFiles
-from dfs.types import ChunkId, InodeId
+from dfs.types import ChunkId, InodeId, NodeId
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +114,8 @@ class MetaService:
             ("cs.heartbeat", self.cs_heartbeat, CHUNKSERVER),
             ("cs.report_bad", self.cs_report_bad, (Role.CHUNKSERVER, Role.CLIENT)),
             ("admin.status", self.admin_status, ADMIN),
+            ("admin.meta_add", self.admin_meta_add, ADMIN),
+            ("admin.meta_remove", self.admin_meta_remove, ADMIN),
             ("admin.raft_status", self.admin_raft_status, (Role.METASERVER,)),
         ]
         for name, handler, roles in table:
@@ -539,7 +542,13 @@ class MetaService:
         """Every member's own view, asked in parallel (1 s each); what this node knows of a
         member that does not answer."""
         me = self._raft_view()
-        others = [(m.id, m.address) for m in self.node.group.members if m.id != self.node_id]
+        conf = self.node.core.status().conf_state
+        known = {str(m.id): m.address for m in self.node.group.members} | self.ns.members
+        others = [
+            (m, known.get(m, "?"))
+            for m in sorted(conf.voters | conf.learners or known.keys())
+            if m != self.node_id
+        ]
         if not others or self._tls is None:
             return [me]
         views: dict[str, dict[str, Any]] = {}
@@ -566,6 +575,83 @@ class MetaService:
                 nursery.start_soon(ask, pool, member_id, address)
         return [me, *(views[i] for i, _ in others)]
 
+    # ------------------------------------------------------------------ admin.meta_*
+    def _members(self) -> dict[str, Any]:
+        conf = self.node.core.status().conf_state
+        return {"voters": sorted(conf.voters), "learners": sorted(conf.learners)}
+
+    async def admin_meta_add(self, peer: Peer, params: dict[str, Any]) -> Any:
+        """Add metaserver ``id`` at ``address`` to the Raft group, one server at a time
+        (dissertation §4.2.1): record its address in the log, take a snapshot (so it
+        catches up by InstallSnapshot, not by replaying the whole log), add it as a learner,
+        wait until it has the log up to the commit index, then make it a voter."""
+        p = Params(params)
+        member = p.str("id", max_len=64)
+        address = p.str("address", max_len=512)
+        catch_up = p.int("timeout", min=1, max=86400) if "timeout" in p else 300
+        self._require_leader()
+        if not member or member == self.node_id:
+            raise BadRequest(f"cannot add member {member!r}")
+        conf = self.node.core.status().conf_state
+        if member in conf.voters:
+            return self._members()  # a repeated add (the client retried): already done
+        await self._propose("set_member", id=member, address=address)
+        await self.node.take_snapshot()
+        if member not in conf.learners:
+            await self.node.propose_conf_change(
+                ConfChange(ConfChangeOp.ADD_LEARNER, NodeId(member))
+            )
+        logger.info(
+            "metaserver %s at %s added as a learner; waiting for it to catch up", member, address
+        )
+        deadline = trio.current_time() + catch_up
+        while True:
+            self._require_leader()
+            st = self.node.core.status()
+            pr = st.progress.get(NodeId(member))
+            if pr is not None and pr.match >= st.commit:
+                break
+            if trio.current_time() >= deadline:
+                raise Unavailable(
+                    f"{member} at {address} did not catch up within {catch_up} s "
+                    f"(it has index {pr.match if pr else 0} of {st.commit}); it stays a "
+                    "learner: check that it runs with join = true, then add it again"
+                )
+            await trio.sleep(0.05)
+        await self.node.propose_conf_change(ConfChange(ConfChangeOp.ADD_VOTER, NodeId(member)))
+        logger.info("metaserver %s is a voting member", member)
+        return self._members()
+
+    async def admin_meta_remove(self, peer: Peer, params: dict[str, Any]) -> Any:
+        """Remove metaserver ``id`` from the Raft group.  The leader does not remove itself:
+        it hands leadership to another voter and answers NotLeader, so the caller retries on
+        the new leader."""
+        member = Params(params).str("id", max_len=64)
+        self._require_leader()
+        conf = self.node.core.status().conf_state
+        if member not in conf.voters | conf.learners:
+            return self._members()  # unknown, or a repeated remove: nothing to do
+        if len(conf.voters) == 1 and member in conf.voters:
+            raise BadRequest(f"{member} is the only voting member; add another one first")
+        if member == self.node_id:
+            st = self.node.core.status()
+            others = [v for v in conf.voters if v != member]
+            best = max(others, key=lambda v: int(st.progress[v].match) if v in st.progress else -1)
+            await self.node.transfer_leadership(best)
+            # The core's role has no event to wait on; poll it (bounded).
+            for _ in range(250):
+                if not self.node.is_leader():
+                    break
+                await trio.sleep(0.02)
+            raise NotLeader(
+                f"{self.node_id} handed leadership to {best} before removing itself",
+                leader=self.node.leader_address(),
+            )
+        await self.node.propose_conf_change(ConfChange(ConfChangeOp.REMOVE, NodeId(member)))
+        await self._propose("drop_member", id=member)
+        logger.info("metaserver %s removed from the group", member)
+        return self._members()
+
     async def admin_status(self, peer: Peer, params: dict[str, Any]) -> Any:
         """The cluster as this member sees it; every member answers (``role`` says which is
         the leader: only the leader knows the chunkservers), unless ``require_leader``."""
@@ -581,6 +667,7 @@ class MetaService:
             "leader_address": st.leader_address,
             "initialised": self.ns.initialised,
             "metaservers": await self._members_view(),
+            "members": self._members(),
             "chunkservers": self.registry.status(now),
             "counts": {
                 **self.ns.counts(),

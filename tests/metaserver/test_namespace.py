@@ -621,3 +621,16 @@ def test_state_machine_modules_do_no_io() -> None:
             else:
                 continue
             assert names <= allowed, f"{module} imports {names - allowed}"
+
+
+def test_member_addresses_are_replicated_state(d: Driver) -> None:
+    d.do("set_member", id="m4", address="10.0.0.4:9420")
+    d.do("set_member", id="m5", address="10.0.0.5:9420")
+    d.do("drop_member", id="m5")
+    d.do("drop_member", id="m5")  # a repeated drop is harmless
+    assert d.ns.members == {"m4": "10.0.0.4:9420"}
+    with pytest.raises(InvalidArgument):
+        d.do("set_member", id="m6", address="no-port")
+    restored = Namespace()
+    restored.restore(d.ns.snapshot_state())
+    assert restored.members == {"m4": "10.0.0.4:9420"}
