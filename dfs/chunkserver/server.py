@@ -143,6 +143,8 @@ class Chunkserver:
         #: The advertised address (set once the RPC server is bound).
         self.address = ""
         self.cluster_id: str | None = None
+        #: This chunkserver's metadata session (opened after registering, renewed by heartbeats).
+        self.session_id: int | None = None
         self.registered = trio.Event()
 
     @property
@@ -214,7 +216,11 @@ class Chunkserver:
             while True:
                 await trio.sleep(interval)
                 capacity, free = await service.disk(self._space, service.store)
-                params = {"id": self._cfg.id, "capacity": capacity, "free": free}
+                params: dict[str, Any] = {"id": self._cfg.id, "capacity": capacity, "free": free}
+                if self.session_id is None:
+                    await self._open_session(link, timeout)
+                if self.session_id is not None:
+                    params["session"] = self.session_id
                 try:
                     reply = await link.call("cs.heartbeat", params, timeout=timeout)
                 except NotFound:
@@ -227,7 +233,25 @@ class Chunkserver:
                     logger.warning("heartbeat to %s failed: %s", link.current, exc)
                     continue
                 self._stats.heartbeats += 1
+                if isinstance(reply, dict) and reply.get("session_expired"):
+                    logger.warning(
+                        "metadata session %s expired; opening a new one", self.session_id
+                    )
+                    self.session_id = None
                 await self._apply_deletes(service, reply)
+
+    async def _open_session(self, link: MetaserverLink, timeout: float) -> None:  # noqa: ASYNC109
+        """Open this chunkserver's metadata session (renewed by every heartbeat); a failure
+        is retried at the next heartbeat."""
+        try:
+            reply = await link.call(
+                "session.open", {"kind": "chunkserver", "label": self._cfg.id}, timeout=timeout
+            )
+        except DfsError as exc:
+            logger.info("could not open a metadata session yet: %s", exc)
+            return
+        self.session_id = int(reply["session"])
+        logger.info("metadata session %d opened", self.session_id)
 
     async def _register(self, link: MetaserverLink, service: ChunkService, timeout: float) -> None:  # noqa: ASYNC109
         """Register, retrying with capped exponential backoff and jitter until it succeeds."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -23,11 +24,21 @@ async def admin_call(
     timeout: float,  # noqa: ASYNC109 - a per-call RPC deadline, passed down
     *,
     idempotent: bool = True,
+    exactly_once: bool = False,
 ) -> Any:
-    """Call ``method`` on the metadata leader, found among ``cfg.cluster.metaservers``."""
+    """Call ``method`` on the metadata leader, found among ``cfg.cluster.metaservers``.
+    ``exactly_once``: a mutation sent in a session of this command (opened and closed here),
+    so a retry after a failover is applied once."""
     async with RpcClientPool(cfg.tls, name="dfs-admin", expect_roles={Role.METASERVER}) as pool:
-        meta = RpcMetaClient(pool, cfg.cluster.metaservers, op_timeout=timeout)
-        return await meta.request(method, params, idempotent=idempotent)
+        meta = RpcMetaClient(
+            pool, cfg.cluster.metaservers, op_timeout=timeout, session_kind="admin"
+        )
+        if not exactly_once:
+            return await meta.request(method, params, idempotent=idempotent)
+        try:
+            return await meta.mutate(method, params)
+        finally:
+            await meta.close_session()
 
 
 async def member_status(cfg: Config, address: str, timeout: float) -> Any:  # noqa: ASYNC109
@@ -92,7 +103,11 @@ def cmd_sessions(args: argparse.Namespace, config_path: Path) -> int:
 
     cfg = load_config(config_path)
     if args.sessions_command == "evict":
-        gone = trio.run(admin_call, cfg, "admin.session_evict", {"id": args.id}, 10.0)
+        gone = trio.run(
+            functools.partial(
+                admin_call, cfg, "admin.session_evict", {"id": args.id}, 10.0, exactly_once=True
+            )
+        )
         if not gone:
             raise CliError(f"no session {args.id}")
         print(f"session {args.id} evicted")

@@ -141,7 +141,7 @@ class RpcMetaClient:
                 self._session = _Session(id=int(res["session"]))
                 self.session_timeout = float(res.get("timeout", self.session_timeout))
                 self.sessions_opened += 1
-                log.info("metadata session %d opened", self._session.id)
+                log.debug("metadata session %d opened", self._session.id)
             return self._session
 
     def _drop_session(self, sess: _Session) -> None:
@@ -180,6 +180,10 @@ class RpcMetaClient:
             )
         except DfsError as exc:
             log.info("could not close metadata session %d: %s", sess.id, exc)
+
+    async def mutate(self, method: str, params: dict[str, Any]) -> Any:
+        """Call a metaserver mutation in this client's session: applied exactly once."""
+        return await self._call(method, params)
 
     async def _call(self, method: str, params: dict[str, Any]) -> Any:
         """A mutation, applied exactly once (see the class docstring)."""

@@ -420,8 +420,9 @@ class MetaService:
 
     async def admin_session_evict(self, peer: Peer, params: dict[str, Any]) -> Any:
         """End a session now (as if it expired); returns whether it existed."""
-        sid = Params(params).int("id", min=1, max=_U64)
-        gone = await self._propose("expire_sessions", ids=[sid])
+        p = Params(params)
+        sid = p.int("id", min=1, max=_U64)
+        gone = await self._propose_in(peer, p, "expire_sessions", ids=[sid])
         self._session_seen.pop(sid, None)
         return bool(gone)
 
@@ -498,6 +499,8 @@ class MetaService:
         return {"cluster_id": self.ns.cluster_id}
 
     async def cs_heartbeat(self, peer: Peer, params: dict[str, Any]) -> Any:
+        """Liveness and space of a chunkserver; also renews its session (``session``):
+        ``session_expired`` in the reply tells it to open a new one."""
         self._require_leader()
         p = Params(params)
         delete = self.registry.heartbeat(
@@ -506,7 +509,14 @@ class MetaService:
             free=p.int("free", min=0),
             now=trio.current_time(),
         )
-        return {"delete": delete}
+        reply: dict[str, Any] = {"delete": delete}
+        if "session" in p:
+            sid = p.int("session", min=1, max=_U64)
+            if sid in self.ns.sessions.sessions:
+                self._touch_session(peer, sid)
+            else:
+                reply["session_expired"] = True
+        return reply
 
     async def cs_report_bad(self, peer: Peer, params: dict[str, Any]) -> Any:
         self._require_leader()

@@ -499,6 +499,13 @@ def test_sessions_listed_and_evicted(cluster: Cluster) -> None:
     assert len(mounts) == 1, listed
     sid = mounts[0]["id"]
     assert mounts[0]["idle_seconds"] is not None and mounts[0]["idle_seconds"] < 10
+
+    # Every chunkserver holds one too (opened at its first heartbeat, renewed by the others).
+    def servers() -> list[str]:
+        listed = json.loads(run_dfs("sessions", *admin, "--json").stdout)
+        return sorted(s["label"] for s in listed if s["kind"] == "chunkserver")
+
+    wait_for(lambda: servers() == ["cs1", "cs2", "cs3"], 15, "every chunkserver's session")
     assert "mount" in run_dfs("sessions", *admin).stdout
     assert run_dfs("sessions", "evict", str(sid), *admin).stdout.strip() == (
         f"session {sid} evicted"
@@ -514,6 +521,10 @@ def test_sessions_listed_and_evicted(cluster: Cluster) -> None:
         15,
         "the mount to open a new session",
     )
+    # The admin command's own session ended with it.
+    assert not [
+        s for s in json.loads(run_dfs("sessions", *admin, "--json").stdout) if s["kind"] == "admin"
+    ]
     proc = run_dfs("sessions", "evict", "999999", *admin, check=False)
     assert proc.returncode == 1
     assert proc.stderr.strip() == "dfs: error: no session 999999"
