@@ -139,10 +139,25 @@ class ChunkserverConfig:
     heartbeat_interval: float = 1.0
     #: Address other processes use to reach this one (defaults to ``listen``).
     advertise: str = ""
+    #: MiB per second the background scrubber re-reads and verifies chunks at; 0 disables
+    #: scrubbing.  16 MiB/s is a small share of one disk, and still covers 1 TiB in ~18 h.
+    scrub_rate: float = 16.0
+    #: Seconds the scrubber pauses after each full pass over the chunks.  A large store is
+    #: scrubbed continuously at ``scrub_rate`` anyway; this only stops a small one from being
+    #: re-read over and over.
+    scrub_interval: float = 3600.0
 
     def validate(self) -> None:
         if not self.id:
             raise ConfigError("[chunkserver] id must not be empty")
+        for name in ("scrub_rate", "scrub_interval"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigError(f"[chunkserver] {name} must be a number")
+        if not 0 <= self.scrub_rate <= 100_000:
+            raise ConfigError("[chunkserver] scrub_rate must be between 0 (off) and 100000 MiB/s")
+        if not 0 < self.scrub_interval <= 30 * 86400:
+            raise ConfigError("[chunkserver] scrub_interval must be > 0 and <= 30 days")
         parse_address(self.listen)
         if self.advertise:
             parse_address(self.advertise)

@@ -9,6 +9,10 @@ Metaserver protocol (docs/protocol.md): ``cs.register`` (retried with capped exp
 and jitter until it succeeds), then ``cs.heartbeat``; chunk ids in a heartbeat reply's ``delete``
 list are deleted; a heartbeat answered ``NotFound`` (the metaserver forgot us, e.g. after a
 restart) triggers a new registration.  Failed calls move on to the next configured metaserver.
+
+Once registered, a ``Scrubber`` (``dfs.chunkserver.scrub``) re-verifies every chunk in the
+background at ``[chunkserver] scrub_rate`` MiB/s and reports corrupt replicas with
+``cs.report_bad``.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any, Final
 
 import trio
 
+from dfs.chunkserver.scrub import MIB, Scrubber, ScrubStatistics
 from dfs.chunkserver.service import ChunkService, ChunkServiceStatistics
 from dfs.chunkserver.store import ChunkStore
 from dfs.config import ChunkserverConfig, Config, parse_address
@@ -108,6 +113,8 @@ class MetaserverLink:
 @dataclass
 class ChunkserverStatistics:
     service: ChunkServiceStatistics = field(default_factory=ChunkServiceStatistics)
+    #: The background scrubber's counters (all zero while scrubbing is off).
+    scrub: ScrubStatistics = field(default_factory=ScrubStatistics)
     registrations: int = 0
     heartbeats: int = 0
     heartbeat_failures: int = 0
@@ -139,6 +146,7 @@ class Chunkserver:
         self._hop_margin = hop_margin
         self._meta_timeout = meta_timeout or max(5.0, 5 * self._cfg.heartbeat_interval)
         self._service: ChunkService | None = None
+        self._scrubber: Scrubber | None = None
         self._stats = ChunkserverStatistics()
         #: The advertised address (set once the RPC server is bound).
         self.address = ""
@@ -160,6 +168,8 @@ class Chunkserver:
         stats = ChunkserverStatistics(**vars(self._stats))
         if self._service is not None:
             stats.service = self._service.statistics()
+        if self._scrubber is not None:
+            stats.scrub = self._scrubber.statistics()
         return stats
 
     async def run(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
@@ -203,9 +213,27 @@ class Chunkserver:
                 service.set_address(self.address)
                 logger.info("chunkserver %s serving on %s", cfg.id, self.address)
                 nursery.start_soon(self._heartbeat_loop, link, service)
+                if cfg.scrub_rate > 0:
+                    self._scrubber = Scrubber(
+                        store,
+                        report_bad,
+                        rate=cfg.scrub_rate * MIB,
+                        interval=cfg.scrub_interval,
+                        report_timeout=self._meta_timeout,
+                        rng=self._rng,
+                    )
+                    nursery.start_soon(self._scrub, self._scrubber)
+                else:
+                    logger.info("scrubbing is off ([chunkserver] scrub_rate = 0)")
                 task_status.started(format_address(host, bound))
         finally:
             store.close()
+
+    async def _scrub(self, scrubber: Scrubber) -> None:
+        # Scrub only once registered: a report sent before the registration that lists our
+        # chunks would be undone by it (the corrupt replica would be listed again).
+        await self.registered.wait()
+        await scrubber.run()
 
     # ---- metaserver ----
     async def _heartbeat_loop(self, link: MetaserverLink, service: ChunkService) -> None:
