@@ -214,6 +214,10 @@ def build_parser() -> argparse.ArgumentParser:
     for sp in (up, down, st):
         sp.set_defaults(func=cmd_local)
 
+    from dfs.cli import goal
+
+    goal.add_parsers(sub)
+
     status = sub.add_parser("status", help="cluster health (needs an admin certificate)")
     status.add_argument("--config", help="admin TOML config file (default $DFS_CONFIG)")
     status.add_argument("--json", action="store_true", help="machine-readable output")

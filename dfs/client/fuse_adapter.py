@@ -278,7 +278,7 @@ class DfsOperations(Operations):
     async def setxattr(
         self, ctx: RequestContext, ino: int, name: bytes, value: bytes, flags: int
     ) -> None:
-        await self.vfs.setxattr(InodeId(ino), name, value, flags)
+        await self.vfs.setxattr(InodeId(ino), name, value, flags, _cred(ctx))
 
     @_boundary
     async def getxattr(self, ctx: RequestContext, ino: int, name: bytes) -> bytes:

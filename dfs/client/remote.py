@@ -374,6 +374,10 @@ class RpcMetaClient:
     async def removexattr(self, ino: InodeId, name: bytes) -> None:
         await self._call("fs.removexattr", {"ino": ino, "name": name})
 
+    async def setgoal(self, ino: InodeId, goal: int, cred: Cred) -> InodeAttr:
+        res = await self._call("fs.setgoal", {"ino": ino, "goal": goal, "cred": cred.to_wire()})
+        return InodeAttr.from_wire(res)
+
     async def file_chunks(self, ino: InodeId, first: int, count: int) -> list[ChunkRef]:
         res = await self._read("file.chunks", {"ino": ino, "first": first, "count": count})
         return [ChunkRef.from_wire(c) for c in res]

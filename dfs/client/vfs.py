@@ -62,6 +62,13 @@ MAX_NAME = 255
 MAX_FILE_SIZE = 1 << 50
 
 XATTR_CAPABILITY = b"security.capability"
+#: The virtual xattr of the replication goal (like CephFS's ``ceph.dir.layout``): read and
+#: written as ASCII digits, answered from the inode's ``goal``, never stored, never listed.
+XATTR_GOAL = b"user.dfs.goal"
+#: Replication goals a client may ask for (the metaserver also caps them at the number of
+#: chunkservers).
+MIN_GOAL = 1
+MAX_GOAL = 16
 #: Closed, never-fsynced files whose chunks this client remembers for a later fsync.
 MAX_UNSYNCED_CLOSED = 4096
 
@@ -107,6 +114,13 @@ class DirHandle:
     ino: InodeId
     #: Snapshot of the listing taken at opendir: (name, attr), "." and ".." first.
     entries: list[tuple[bytes, InodeAttr]]
+
+
+def parse_goal(value: bytes) -> int:
+    """A goal written to ``user.dfs.goal``: ASCII digits only (``InvalidArgument`` else)."""
+    if not 1 <= len(value) <= 3 or not all(0x30 <= b <= 0x39 for b in value):
+        raise InvalidArgument(f"a goal is a number from {MIN_GOAL} to {MAX_GOAL}, not {value!r}")
+    return int(value)
 
 
 def check_name(name: bytes) -> None:
@@ -258,13 +272,25 @@ class Vfs:
         return await self.meta.statfs()
 
     # ------------------------------------------------------------------ xattrs
-    async def setxattr(self, ino: InodeId, name: bytes, value: bytes, flags: int) -> None:
+    async def setxattr(
+        self, ino: InodeId, name: bytes, value: bytes, flags: int, cred: Cred
+    ) -> None:
+        """Store an xattr; ``user.dfs.goal`` sets the replication goal instead (flags are
+        ignored for it: the virtual attribute always exists)."""
+        if name == XATTR_GOAL:
+            await self.setgoal(ino, parse_goal(value), cred)
+            return
         await self.meta.setxattr(ino, name, value, flags)
         st = self._files.get(ino)
         if st is not None and name == XATTR_CAPABILITY:
             st.no_capability = False
 
     async def getxattr(self, ino: InodeId, name: bytes) -> bytes:
+        if name == XATTR_GOAL:
+            attr = await self.meta.getattr(ino)
+            if not (stat.S_ISREG(attr.mode) or stat.S_ISDIR(attr.mode)):
+                raise NoAttribute("only regular files and directories have a goal")
+            return str(attr.goal).encode("ascii")
         st = self._files.get(ino)
         if name == XATTR_CAPABILITY and st is not None and st.no_capability:
             raise NoAttribute()
@@ -276,10 +302,26 @@ class Vfs:
             raise
 
     async def listxattr(self, ino: InodeId) -> list[bytes]:
-        return await self.meta.listxattr(ino)
+        # The goal is not listed: copying tools (cp -a, rsync -X) would otherwise carry it
+        # to other file systems, and a listing should show stored attributes only.
+        return [n for n in await self.meta.listxattr(ino) if n != XATTR_GOAL]
 
     async def removexattr(self, ino: InodeId, name: bytes) -> None:
+        if name == XATTR_GOAL:
+            raise InvalidArgument("the replication goal can be changed but not removed")
         await self.meta.removexattr(ino, name)
+
+    # ------------------------------------------------------------------ replication goal
+    async def setgoal(self, ino: InodeId, goal: int, cred: Cred) -> InodeAttr:
+        """Set the replication goal of a regular file or directory (owner or root).  New
+        files and directories created in a directory inherit its goal; chunks that already
+        exist keep their replicas, chunks allocated from now on get ``goal`` of them."""
+        if not MIN_GOAL <= goal <= MAX_GOAL:
+            raise InvalidArgument(f"goal {goal} is not between {MIN_GOAL} and {MAX_GOAL}")
+        return self._overlay(await self.meta.setgoal(ino, goal, cred))
+
+    async def getgoal(self, ino: InodeId) -> int:
+        return (await self.meta.getattr(ino)).goal
 
     # ------------------------------------------------------------------ files
     def _new_fh(self) -> int:

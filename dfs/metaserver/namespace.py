@@ -92,6 +92,10 @@ RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
 #: ``atime_ns``/``mtime_ns`` value meaning "the command's now_ns".
 TIME_NOW = -1
+#: Replication goals the namespace accepts (the service also caps a new goal at the number
+#: of chunkservers it knows).
+MIN_GOAL = 1
+MAX_GOAL = 16
 
 _MKNOD_TYPES = frozenset({stat.S_IFREG, stat.S_IFIFO, stat.S_IFSOCK, stat.S_IFCHR, stat.S_IFBLK})
 
@@ -139,6 +143,7 @@ class Namespace:
             "setattr": self._op_setattr,
             "setxattr": self._op_setxattr,
             "removexattr": self._op_removexattr,
+            "setgoal": self._op_setgoal,
             "alloc_chunk": self._op_alloc_chunk,
             "commit_write": self._op_commit_write,
             "open_session": self.sessions.open,
@@ -694,6 +699,26 @@ class Namespace:
         if not node.xattrs:
             node.xattrs = None
         node.ctime_ns = c["now_ns"]
+
+    def _op_setgoal(self, c: dict[str, Any]) -> dict[str, Any]:
+        """``{ino, goal, cred}``: the replication goal of a regular file or directory.
+
+        Only the owner or root may change it (like chmod: EPERM otherwise).  New children
+        of a directory inherit its goal when they are created; existing chunks keep their
+        replicas (only chunks allocated from now on are placed on ``goal`` servers).
+        """
+        node = self._get(c["ino"])
+        goal = int(c["goal"])
+        if not (node.is_reg or node.is_dir):
+            raise InvalidArgument(f"inode {node.ino} is neither a regular file nor a directory")
+        if not MIN_GOAL <= goal <= MAX_GOAL:
+            raise InvalidArgument(f"goal {goal} is not between {MIN_GOAL} and {MAX_GOAL}")
+        uid = int(c["cred"]["uid"])
+        if uid not in (0, node.uid):
+            raise NotPermitted(f"uid {uid} does not own inode {node.ino}")
+        node.goal = goal
+        node.ctime_ns = c["now_ns"]
+        return node.attr()
 
     def _op_alloc_chunk(self, c: dict[str, Any]) -> dict[str, Any]:
         """``{ino, index, [servers]}``: the chunk at ``index``, created (version 1) if absent.

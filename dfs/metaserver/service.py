@@ -20,11 +20,14 @@ import trio
 from dfs.errors import (
     BadRequest,
     DfsError,
+    InvalidArgument,
     NotLeader,
+    RangeError,
     SessionExpired,
     Unauthorized,
     Unavailable,
 )
+from dfs.metaserver.namespace import MAX_GOAL, MIN_GOAL
 from dfs.metaserver.raftnode import RaftNode
 from dfs.metaserver.registry import Registry
 from dfs.raft import ConfChange, ConfChangeOp
@@ -102,6 +105,7 @@ class MetaService:
             ("fs.getxattr", self.getxattr, CLIENT),
             ("fs.listxattr", self.listxattr, CLIENT),
             ("fs.removexattr", self.removexattr, CLIENT),
+            ("fs.setgoal", self.setgoal, CLIENT),
             ("file.chunks", self.file_chunks, CLIENT),
             ("file.alloc_chunk", self.alloc_chunk, CLIENT),
             ("file.commit_write", self.commit_write, CLIENT),
@@ -340,6 +344,26 @@ class MetaService:
         return await self._propose_in(
             peer, p, "removexattr", ino=p.int("ino", min=1), name=p.bytes("name")
         )
+
+    async def setgoal(self, peer: Peer, params: dict[str, Any]) -> Any:
+        """Set the replication goal of a file or directory (owner or root; the namespace
+        checks).  A goal above the number of chunkservers this node knows of could never be
+        met, so it is refused here (``RangeError``) before it reaches the log."""
+        p = Params(params)
+        ino = p.int("ino", min=1)
+        goal = p.int("goal", min=_I64_MIN, max=_I64_MAX)
+        cred = _cred(p)
+        if not MIN_GOAL <= goal <= MAX_GOAL:
+            raise InvalidArgument(f"goal {goal} is not between {MIN_GOAL} and {MAX_GOAL}")
+        await self._read()
+        known = len(self.known_chunkservers())
+        if goal > known:
+            raise RangeError(f"goal {goal} is more than the {known} chunkservers of the cluster")
+        return await self._propose_in(peer, p, "setgoal", ino=ino, goal=goal, cred=cred)
+
+    def known_chunkservers(self) -> set[str]:
+        """Chunkservers registered with this node or announced in the log (alive or not)."""
+        return set(self.registry.servers) | self.registry.expected
 
     # ------------------------------------------------------------------ file.*
     async def file_chunks(self, peer: Peer, params: dict[str, Any]) -> Any:

@@ -116,7 +116,11 @@ async def test_group_elects_initialises_and_client_follows_leader(group: Trio3) 
                 with pytest.raises(NotLeader) as info:
                     await c.call("fs.getattr", {"ino": ROOT_INODE}, timeout=5)
                 assert info.value.details["leader"] == g.addresses[leader]
-            # Every member has the same cluster id on disk.
+            # Every member has the same cluster id on disk (a follower writes it once it has
+            # applied the init entry, which may be after the leader answered).
+            with trio.fail_after(10):
+                while not all((g.tmp / n / "cluster_id").exists() for n in g.addresses):
+                    await trio.sleep(0.05)
             ids = {(g.tmp / n / "cluster_id").read_text() for n in g.addresses}
             assert len(ids) == 1
             # Kill the leader: the client moves to the new one; nothing acknowledged is lost.
