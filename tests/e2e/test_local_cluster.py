@@ -528,3 +528,24 @@ def test_sessions_listed_and_evicted(cluster: Cluster) -> None:
     proc = run_dfs("sessions", "evict", "999999", *admin, check=False)
     assert proc.returncode == 1
     assert proc.stderr.strip() == "dfs: error: no session 999999"
+
+
+def _stored_bytes(cluster: Cluster) -> int:
+    return sum(p.stat().st_size for d in cluster.chunk_dirs() for p in d.rglob("*") if p.is_file())
+
+
+def test_deleting_a_file_frees_its_chunks_on_the_chunkservers(cluster: Cluster) -> None:
+    before = _stored_bytes(cluster)
+    big = cluster.mnt / "to-delete"
+    with open(big, "wb") as f:
+        f.write(os.urandom(24 << 20))
+        os.fsync(f.fileno())
+    grown = _stored_bytes(cluster)
+    assert grown - before >= 2 * (24 << 20)  # goal 2: two replicas on disk
+    big.unlink()
+    # The leader hands the freed chunk ids to their servers in heartbeat replies.
+    wait_for(
+        lambda: _stored_bytes(cluster) <= before + (1 << 20),
+        20,
+        "the chunkservers to delete the unlinked file's chunks",
+    )
