@@ -22,10 +22,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import random
-import socket
 import stat
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +35,10 @@ from hypothesis import strategies as st
 
 from dfs.client.interfaces import Cred
 from dfs.client.remote import RpcMetaClient
-from dfs.config import ClusterConfig, Config, MetaserverConfig
 from dfs.errors import DfsError, FsError, NotADirectory
 from dfs.metaserver.namespace import Namespace
-from dfs.metaserver.server import run_metaserver
-from dfs.rpc.client import RpcClient, RpcClientPool
-from dfs.security.ca import init_ca, issue_certificate
-from dfs.security.identity import Role, TlsFiles
+from dfs.rpc.client import RpcClientPool
+from dfs.security.identity import Role
 from dfs.testing.lincheck import (
     OK,
     CheckResult,
@@ -54,6 +50,7 @@ from dfs.testing.lincheck import (
     error_name,
 )
 from dfs.types import ROOT_INODE, InodeId
+from tests.helpers.metagroup import MetaGroup, make_group
 from tests.metaserver.nsutil import Driver
 
 MODEL = NamespaceModel()
@@ -146,94 +143,9 @@ def test_model_matches_the_metaserver_namespace(calls: list[tuple[str, tuple[Any
 
 
 # ---------------------------------------------------------------------------- a real group
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Group:
-    """Three metaservers; each can be killed (its task cancelled) and restarted from its data
-    directory on the same address."""
-
-    tmp: Path
-    addresses: dict[str, str]
-    tls: dict[str, TlsFiles]
-    scopes: dict[str, trio.CancelScope] = field(default_factory=dict)
-    stopped: dict[str, trio.Event] = field(default_factory=dict)
-
-    def config(self, node: str) -> Config:
-        return Config(
-            path=None,
-            cluster=ClusterConfig(metaservers=tuple(self.addresses.values())),
-            tls=self.tls[node],
-            metaserver=MetaserverConfig(
-                id=node,
-                listen=self.addresses[node],
-                data_dir=self.tmp / node,
-                members=tuple(f"{i}={a}" for i, a in self.addresses.items()),
-            ),
-        )
-
-    async def start(self, nursery: trio.Nursery, node: str) -> None:
-        scope = trio.CancelScope()
-        stopped = trio.Event()
-        self.scopes[node] = scope
-        self.stopped[node] = stopped
-
-        async def run(task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
-            try:
-                with scope:
-                    await run_metaserver(self.config(node), task_status=task_status)
-            finally:
-                stopped.set()
-
-        await nursery.start(run)
-
-    async def kill(self, node: str) -> None:
-        """Stop ``node`` at once (no goodbye) and wait until its data directory is free."""
-        self.scopes[node].cancel()
-        with trio.fail_after(10):
-            await self.stopped[node].wait()
-
-    async def wait_leader(self) -> str:
-        """The member that says it leads (within 10 seconds)."""
-        with trio.fail_after(10):
-            while True:
-                leader = await self._leader()
-                if leader is not None:
-                    return leader
-                await trio.sleep(0.05)
-
-    async def _leader(self) -> str | None:
-        for node, address in self.addresses.items():
-            if self.stopped[node].is_set():
-                continue
-            with trio.move_on_after(1):
-                try:
-                    async with RpcClient(
-                        address, self.tls["admin"], name="admin", expect_roles=None
-                    ) as c:
-                        status = await c.call("admin.status", {}, timeout=1)
-                except (DfsError, OSError):
-                    continue
-                if status.get("role") == "leader":
-                    return node
-        return None
-
-
 @pytest.fixture
-def group(tmp_path: Path) -> Iterator[Group]:
-    ca = tmp_path / "ca"
-    init_ca(ca, "lincheck")
-    tls = {
-        name: issue_certificate(ca, Role.METASERVER, name, tmp_path / "certs" / name)
-        for name in ("m1", "m2", "m3")
-    }
-    for role in (Role.CLIENT, Role.ADMIN):
-        tls[role.value] = issue_certificate(ca, role, role.value, tmp_path / "certs" / role.value)
-    yield Group(tmp_path, {n: f"127.0.0.1:{_free_port()}" for n in ("m1", "m2", "m3")}, tls)
+def group(tmp_path: Path) -> Iterator[MetaGroup]:
+    yield make_group(tmp_path, ca_name="lincheck")
 
 
 # ---------------------------------------------------------------------------- clients
@@ -357,10 +269,13 @@ def _unpack(call: tuple[str, tuple[Any, ...]]) -> tuple[Any, ...]:
     return (call[0], *call[1])
 
 
-Scenario = Callable[[Group, trio.Nursery, Callable[[int], Client]], Awaitable[None]]
+ClientFactory = Callable[[int], Client]
+Scenario = Callable[[MetaGroup, trio.Nursery, ClientFactory], Awaitable[None]]
 
 
-async def record(group: Group, scenario: Scenario, *, time_limit: float = 60) -> list[Operation]:
+async def record(
+    group: MetaGroup, scenario: Scenario, *, time_limit: float = 60
+) -> list[Operation]:
     """Start the group, make the fixed directories, run ``scenario`` with a client factory,
     stop everything; return the recorded history (the setup is not part of it)."""
     rec = Recorder(clock=trio.current_time)
@@ -417,10 +332,12 @@ async def _run_clients(
             workers.start_soon(work)
 
 
-async def test_fault_free_history_is_linearizable(group: Group) -> None:
+async def test_fault_free_history_is_linearizable(group: MetaGroup) -> None:
     seed = random.randrange(1 << 32)
 
-    async def scenario(g: Group, nursery: trio.Nursery, client: Callable[[int], Client]) -> None:
+    async def scenario(
+        g: MetaGroup, nursery: trio.Nursery, client: Callable[[int], Client]
+    ) -> None:
         await _run_clients(client, seed, ops=50)
 
     history = await record(group, scenario)
@@ -434,7 +351,7 @@ async def test_fault_free_history_is_linearizable(group: Group) -> None:
     assert {"EEXIST", "ENOENT", OK} <= results
 
 
-async def test_history_across_leader_failovers_is_linearizable(group: Group) -> None:
+async def test_history_across_leader_failovers_is_linearizable(group: MetaGroup) -> None:
     """Six times: kill the leader in the middle of the clients' operations, restart it from
     its data directory a moment later.  Half the clients have sessions (their mutations are
     retried exactly once), half send bare mutations (an answer lost with the leader is an
@@ -442,7 +359,9 @@ async def test_history_across_leader_failovers_is_linearizable(group: Group) -> 
     seed = random.randrange(1 << 32)
     kills: list[str] = []
 
-    async def scenario(g: Group, nursery: trio.Nursery, client: Callable[[int], Client]) -> None:
+    async def scenario(
+        g: MetaGroup, nursery: trio.Nursery, client: Callable[[int], Client]
+    ) -> None:
         faults_done = trio.Event()
 
         async def faults() -> None:
@@ -473,14 +392,16 @@ async def test_history_across_leader_failovers_is_linearizable(group: Group) -> 
     _assert_linearizable(history, seed)
 
 
-async def test_stale_reads_in_a_real_history_are_caught(group: Group) -> None:
+async def test_stale_reads_in_a_real_history_are_caught(group: MetaGroup) -> None:
     """A real fault-free history, then sequential probes (read, change, read again).  The
     same history with each second read answered from the snapshot before the change (what a
     replica serving reads without ReadIndex would say) must be rejected at the first one."""
     seed = random.randrange(1 << 32)
     doctored: dict[int, Any] = {}
 
-    async def scenario(g: Group, nursery: trio.Nursery, client: Callable[[int], Client]) -> None:
+    async def scenario(
+        g: MetaGroup, nursery: trio.Nursery, client: Callable[[int], Client]
+    ) -> None:
         await _run_clients(client, seed, ops=15)
         probe = client(CLIENTS)
         for path in ("/q/a", "/a", "/p/b"):

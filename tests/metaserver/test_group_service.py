@@ -5,9 +5,7 @@ follows the leader across a failover, and ``admin.status`` reports every member.
 from __future__ import annotations
 
 import errno
-import socket
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -16,76 +14,29 @@ import trio
 from dfs.client.fuse_adapter import to_errno
 from dfs.client.interfaces import Cred
 from dfs.client.remote import RpcMetaClient
-from dfs.config import ClusterConfig, Config, MetaserverConfig
+from dfs.config import Config, MetaserverConfig
 from dfs.errors import ConfigError, DfsError, Exists, NotLeader, Unauthorized
 from dfs.metaserver.server import run_metaserver
 from dfs.rpc.client import RpcClient, RpcClientPool
-from dfs.security.ca import init_ca, issue_certificate
-from dfs.security.identity import Role, TlsFiles
+from dfs.security.identity import Role
 from dfs.types import ROOT_INODE, InodeId
+from tests.helpers.metagroup import MetaGroup, make_group
 
 CRED = Cred(uid=0, gid=0)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Trio3:
-    tmp: Path
-    addresses: dict[str, str]
-    tls: dict[str, TlsFiles]
-    scopes: dict[str, trio.CancelScope] = field(default_factory=dict)
-    session_timeout: float = 10.0
-
-    def config(self, node: str) -> Config:
-        return Config(
-            path=None,
-            cluster=ClusterConfig(metaservers=tuple(self.addresses.values())),
-            tls=self.tls[node],
-            metaserver=MetaserverConfig(
-                id=node,
-                listen=self.addresses[node],
-                data_dir=self.tmp / node,
-                members=tuple(f"{i}={a}" for i, a in self.addresses.items()),
-                session_timeout=self.session_timeout,
-            ),
-        )
-
-    async def start(self, nursery: trio.Nursery, node: str) -> None:
-        scope = trio.CancelScope()
-        self.scopes[node] = scope
-
-        async def run(task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
-            with scope:
-                await run_metaserver(self.config(node), task_status=task_status)
-
-        await nursery.start(run)
-
-
 @pytest.fixture
-def group(tmp_path: Path) -> Iterator[Trio3]:
-    ca = tmp_path / "ca"
-    init_ca(ca, "group-test")
-    tls = {
-        name: issue_certificate(ca, Role.METASERVER, name, tmp_path / "certs" / name)
-        for name in ("m1", "m2", "m3")
-    }
-    for role in (Role.CLIENT, Role.ADMIN):
-        tls[role.value] = issue_certificate(ca, role, role.value, tmp_path / "certs" / role.value)
-    yield Trio3(tmp_path, {n: f"127.0.0.1:{_free_port()}" for n in ("m1", "m2", "m3")}, tls)
+def group(tmp_path: Path) -> Iterator[MetaGroup]:
+    yield make_group(tmp_path)
 
 
-async def _status(g: Trio3, address: str) -> dict[str, object]:
+async def _status(g: MetaGroup, address: str) -> dict[str, object]:
     async with RpcClient(address, g.tls["admin"], name="admin", expect_roles=None) as c:
         result: dict[str, object] = await c.call("admin.status", {}, timeout=5)
         return result
 
 
-async def test_group_elects_initialises_and_client_follows_leader(group: Trio3) -> None:
+async def test_group_elects_initialises_and_client_follows_leader(group: MetaGroup) -> None:
     g = group
     async with trio.open_nursery() as nursery:
         for node in g.addresses:
@@ -139,7 +90,7 @@ async def test_group_elects_initialises_and_client_follows_leader(group: Trio3) 
         nursery.cancel_scope.cancel()
 
 
-async def test_existing_data_never_joins_another_group(group: Trio3) -> None:
+async def test_existing_data_never_joins_another_group(group: MetaGroup) -> None:
     g = group
     single = g.config("m1")
     assert single.metaserver is not None
@@ -181,21 +132,7 @@ async def test_existing_data_never_joins_another_group(group: Trio3) -> None:
         await run_metaserver(moved)
 
 
-async def _leader(g: Trio3) -> str:
-    with trio.fail_after(20):
-        while True:
-            for n, a in g.addresses.items():
-                if n in g.scopes and not g.scopes[n].cancel_called:
-                    try:
-                        v = await _status(g, a)
-                    except DfsError:
-                        continue
-                    if v["role"] == "leader" and v["initialised"]:
-                        return n
-            await trio.sleep(0.05)
-
-
-async def test_command_retried_on_new_leader_is_applied_once(group: Trio3) -> None:
+async def test_command_retried_on_new_leader_is_applied_once(group: MetaGroup) -> None:
     """Dissertation §6.3: the leader commits a mkdir and dies before the client hears the
     answer; the client sends the same (session, seq) to the new leader and gets the first
     result, not EEXIST, and the namespace holds one directory."""
@@ -203,7 +140,7 @@ async def test_command_retried_on_new_leader_is_applied_once(group: Trio3) -> No
     async with trio.open_nursery() as nursery:
         for node in g.addresses:
             await g.start(nursery, node)
-        leader = await _leader(g)
+        leader = await g.wait_leader()
         async with RpcClient(
             g.addresses[leader], g.tls["client"], name="c", expect_roles=None
         ) as c:
@@ -227,7 +164,7 @@ async def test_command_retried_on_new_leader_is_applied_once(group: Trio3) -> No
                         break
                     await trio.sleep(0.05)
         g.scopes[leader].cancel()
-        new = await _leader(g)
+        new = await g.wait_leader()
         assert new != leader
         async with RpcClient(g.addresses[new], g.tls["client"], name="c", expect_roles=None) as c:
             again = await c.call("fs.mkdir", mkdir, timeout=10)
@@ -244,7 +181,7 @@ async def test_command_retried_on_new_leader_is_applied_once(group: Trio3) -> No
         nursery.cancel_scope.cancel()
 
 
-async def test_silent_sessions_expire_and_kept_ones_live(group: Trio3) -> None:
+async def test_silent_sessions_expire_and_kept_ones_live(group: MetaGroup) -> None:
     g = group
     g.session_timeout = 1.0
     async with trio.open_nursery() as nursery:
@@ -258,7 +195,7 @@ async def test_silent_sessions_expire_and_kept_ones_live(group: Trio3) -> None:
             assert kept.session_timeout == 1.0
             nursery.start_soon(kept.keep_session_alive)
             silent_id = silent.session_id
-            leader = await _leader(g)
+            leader = await g.wait_leader()
             async with RpcClient(
                 g.addresses[leader], g.tls["admin"], name="a", expect_roles=None
             ) as a:
@@ -280,7 +217,7 @@ async def test_silent_sessions_expire_and_kept_ones_live(group: Trio3) -> None:
 
 
 async def test_operation_fails_with_eio_after_op_timeout_when_group_is_gone(
-    group: Trio3,
+    group: MetaGroup,
 ) -> None:
     """No operation hangs: with every metaserver dead, reads and mutations give up after the
     client's op_timeout with an error the FUSE adapter turns into EIO."""
@@ -290,7 +227,7 @@ async def test_operation_fails_with_eio_after_op_timeout_when_group_is_gone(
             await g.start(nursery, node)
         async with RpcClientPool(g.tls["client"], name="c", expect_roles={Role.METASERVER}) as p:
             meta = RpcMetaClient(p, list(g.addresses.values()), op_timeout=1.5)
-            await _leader(g)
+            await g.wait_leader()
             with trio.fail_after(20):
                 while True:
                     try:
