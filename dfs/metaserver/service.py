@@ -577,11 +577,10 @@ class MetaService:
         member that does not answer."""
         me = self._raft_view()
         conf = self.node.core.status().conf_state
-        known = {str(m.id): m.address for m in self.node.group.members} | self.ns.members
+        # A joining node has no configuration yet: show the members its config names.
+        members = conf.voters | conf.learners or {m.id for m in self.node.group.members}
         others = [
-            (m, known.get(m, "?"))
-            for m in sorted(conf.voters | conf.learners or known.keys())
-            if m != self.node_id
+            (m, self.node.member_address(m) or "?") for m in sorted(members) if m != self.node_id
         ]
         if not others or self._tls is None:
             return [me]

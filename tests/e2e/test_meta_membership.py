@@ -22,14 +22,9 @@ import pytest
 import tomli_w
 
 from tests.e2e.localcluster import Cluster, local_cluster, run_dfs, wait_for
+from tests.helpers.metagroup import free_port
 
 pytestmark = pytest.mark.mount
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Writer(threading.Thread):
@@ -81,7 +76,7 @@ def test_replace_a_metaserver_online(tmp_path: Path) -> None:
             os.kill(c.pid(leader), signal.SIGTERM)
 
             # 2. An empty metaserver joins.
-            port = _free_port()
+            port = free_port()
             run_dfs(
                 "ca", "issue", "m4", "--role", "metaserver",
                 "--ca", str(c.state / "ca"), "--out", str(c.state / "certs"),
