@@ -88,6 +88,20 @@ class MetaserverConfig:
     #: dfs.raft.core) or "read_index" (a heartbeat round per batch of reads).  The same on
     #: every member.
     raft_read_mode: str = "lease"
+    #: Seconds a chunkserver may be gone (no heartbeat) before its replicas are copied
+    #: elsewhere; a short restart or reboot inside it costs no copying.  Corrupt replicas
+    #: are repaired at once.
+    replication_grace: float = 120.0
+    #: MiB per second of replica copying in the whole cluster (re-replication and repair).
+    replication_rate: float = 100.0
+    #: Replica copies the leader runs at the same time.
+    replication_jobs: int = 4
+    #: Seconds a chunk that no file references must have been seen on a chunkserver before it
+    #: is deleted there (chunks freed by unlink or truncate are deleted at once).
+    orphan_delay: float = 3600.0
+    #: Seconds a write lease on a chunk lasts after its last renewal; while it lasts, writers
+    #: reuse the chunk's version, and the chunk is not copied.
+    write_lease: float = 30.0
 
     def validate(self) -> None:
         if not self.id:
@@ -111,6 +125,14 @@ class MetaserverConfig:
             raise ConfigError("[metaserver] default_goal must be between 1 and 16")
         if self.chunkserver_timeout <= 0:
             raise ConfigError("[metaserver] chunkserver_timeout must be > 0")
+        for name in ("replication_grace", "replication_rate", "orphan_delay", "write_lease"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise ConfigError(f"[metaserver] {name} must be a number >= 0")
+        if self.replication_rate <= 0 or self.write_lease < 1:
+            raise ConfigError("[metaserver] replication_rate must be > 0 and write_lease >= 1")
+        if not 1 <= self.replication_jobs <= 64:
+            raise ConfigError("[metaserver] replication_jobs must be between 1 and 64")
 
     def member_pairs(self) -> list[tuple[str, str]]:
         """``[(id, address), ...]`` of the Raft group; ConfigError on a malformed entry."""

@@ -27,6 +27,10 @@ Contract:
   and the checksums under the chunk lock, atomically.  A clean or version-mismatched
   confirmation reports nothing; the next pass looks again.  (An I/O error reading the chunk
   is reported without confirmation: a concurrent write does not cause one.)
+* **Full passes.**  ``full_pass`` verifies every chunk once at disk speed (no pacing) and
+  returns a summary: the check after an unclean shutdown.  It shares the memory of reported
+  replicas with the background passes, so a replica is not reported twice.
+* **Copies in progress** (version 0, see ``dfs.chunkserver.store``) are skipped.
 * **Reporting.**  Each corrupt replica is reported once per ``(chunk, version)`` through
   ``report_bad``, with a WARNING naming the bad blocks.  A failed report is retried on the next
   pass.  Memory of reported replicas is pruned to the chunks of the current listing.
@@ -43,7 +47,7 @@ from typing import Protocol, TypeVar, TypeVarTuple
 import trio
 
 from dfs.chunkserver.service import ReportBad
-from dfs.chunkserver.store import ChunkStore
+from dfs.chunkserver.store import COPY_VERSION, ChunkStore
 from dfs.errors import ChunkCorrupt, ChunkNotFound, DfsError, StaleChunkVersion
 from dfs.types import BLOCK_SIZE, ChunkId, ChunkVersion
 
@@ -78,11 +82,24 @@ class ScrubStatistics:
     reports_failed: int = 0
 
 
+@dataclass(frozen=True)
+class FullPassResult:
+    """What one ``Scrubber.full_pass`` found."""
+
+    chunks: int
+    bytes: int
+    #: Corrupt replicas found (each reported through ``report_bad``).
+    corrupt: int
+    #: Seconds the pass took (trio clock).
+    seconds: float
+
+
 class Scrubber:
     """Verifies ``store`` forever at ``rate`` bytes/s; see the module docstring.
 
-    ``rate`` must be > 0 (a chunkserver with ``scrub_rate = 0`` does not create a Scrubber);
-    ``interval`` is the pause in seconds after each full pass.
+    ``rate`` must be > 0, or None for no pacing (a chunkserver with ``scrub_rate = 0`` creates
+    an unpaced Scrubber only for ``full_pass`` and never runs it); ``interval`` is the pause in
+    seconds after each full pass.
     """
 
     def __init__(
@@ -90,19 +107,19 @@ class Scrubber:
         store: ChunkStore,
         report_bad: ReportBad,
         *,
-        rate: float,
+        rate: float | None,
         interval: float,
         report_timeout: float = 30.0,
         rng: random.Random | None = None,
         run_sync: RunSync = trio.to_thread.run_sync,
     ) -> None:
-        if rate <= 0:
-            raise ValueError("scrub rate must be > 0")
+        if rate is not None and not rate > 0:
+            raise ValueError("scrub rate must be > 0 (or None: unpaced)")
         if interval < 0:
             raise ValueError("scrub interval must be >= 0")
         self._store = store
         self._report_bad = report_bad
-        self._rate = float(rate)
+        self._rate = None if rate is None else float(rate)
         self._interval = interval
         self._report_timeout = report_timeout
         self._rng = rng or random.Random()
@@ -123,33 +140,60 @@ class Scrubber:
         await self._pass_done.wait()
         return self._stats.scrub_passes
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self,
+        *,
+        pause_first: bool = False,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Scrub forever; ``pause_first``: the store was just verified (``full_pass``), so
+        start with the pause instead of a pass."""
         logger.info(
-            "scrubbing at %.1f MiB/s, pausing %.0f s between passes",
-            self._rate / MIB,
+            "scrubbing at %s, pausing %.0f s between passes",
+            "full speed" if self._rate is None else f"{self._rate / MIB:.1f} MiB/s",
             self._interval,
         )
         task_status.started()
         first = True
+        if pause_first:
+            await trio.sleep(self._interval)
+            first = False
         while True:
             await self.scrub_pass(randomize_start=first)
             first = False
             await trio.sleep(self._interval)
 
-    async def scrub_pass(self, *, randomize_start: bool = False) -> None:
-        """Verify every chunk listed now, paced to the rate."""
+    async def full_pass(self) -> FullPassResult:
+        """Verify every chunk once at full speed (no pacing); report corrupt replicas."""
+        before = self.statistics()
+        started = trio.current_time()
+        await self.scrub_pass(paced=False)
+        after = self.statistics()
+        return FullPassResult(
+            chunks=after.scrubbed_chunks - before.scrubbed_chunks,
+            bytes=after.scrubbed_bytes - before.scrubbed_bytes,
+            corrupt=after.corrupt_found - before.corrupt_found,
+            seconds=trio.current_time() - started,
+        )
+
+    async def scrub_pass(self, *, randomize_start: bool = False, paced: bool = True) -> None:
+        """Verify every chunk listed now, paced to the rate (unless ``paced`` is False)."""
         chunks = await self._run_sync(self._store.list_chunks)
         listed = {(int(c), int(v)) for c, v, _ in chunks}
         self._found &= listed
         self._reported &= listed
+        chunks = [c for c in chunks if c[1] != COPY_VERSION]
         if randomize_start and chunks:
             k = self._rng.randrange(len(chunks))
             chunks = chunks[k:] + chunks[:k]
         for chunk_id, version, length in chunks:
             start = max(self._ready_at, trio.current_time())
             spent = await self._scrub_chunk(chunk_id, version, length)
-            self._ready_at = start + spent / self._rate
-            await trio.sleep_until(self._ready_at)
+            if paced and self._rate is not None:
+                self._ready_at = start + spent / self._rate
+                await trio.sleep_until(self._ready_at)
+            else:
+                await trio.lowlevel.checkpoint()
         self._stats.scrub_passes += 1
         self._pass_done.set()
         self._pass_done = trio.Event()

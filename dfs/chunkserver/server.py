@@ -13,6 +13,13 @@ restart) triggers a new registration.  Failed calls move on to the next configur
 Once registered, a ``Scrubber`` (``dfs.chunkserver.scrub``) re-verifies every chunk in the
 background at ``[chunkserver] scrub_rate`` MiB/s and reports corrupt replicas with
 ``cs.report_bad``.
+
+Crash check: the store's clean-shutdown marker is taken at start and written again when ``run``
+ends (once the store is closed and synced).  When it was missing, the previous run crashed (or
+was killed) and any chunk may hold a torn update, so right after registering every chunk is
+verified once at full speed (``Scrubber.full_pass``, scrubbing on or off), corrupt replicas are
+reported, and one summary line is logged.  A run that stops before that check finished leaves
+no marker, so the next start checks again.
 """
 
 from __future__ import annotations
@@ -25,9 +32,9 @@ from typing import Any, Final
 
 import trio
 
-from dfs.chunkserver.scrub import MIB, Scrubber, ScrubStatistics
+from dfs.chunkserver.scrub import MIB, FullPassResult, Scrubber, ScrubStatistics
 from dfs.chunkserver.service import ChunkService, ChunkServiceStatistics
-from dfs.chunkserver.store import ChunkStore
+from dfs.chunkserver.store import COPY_VERSION, ChunkStore
 from dfs.config import ChunkserverConfig, Config, parse_address
 from dfs.errors import (
     ConfigError,
@@ -113,8 +120,10 @@ class MetaserverLink:
 @dataclass
 class ChunkserverStatistics:
     service: ChunkServiceStatistics = field(default_factory=ChunkServiceStatistics)
-    #: The background scrubber's counters (all zero while scrubbing is off).
+    #: The scrubber's counters (background passes and the startup check).
     scrub: ScrubStatistics = field(default_factory=ScrubStatistics)
+    #: The check after an unclean shutdown (None: not needed, not done yet, or no chunks).
+    startup_check: FullPassResult | None = None
     registrations: int = 0
     heartbeats: int = 0
     heartbeat_failures: int = 0
@@ -154,6 +163,10 @@ class Chunkserver:
         #: This chunkserver's metadata session (opened after registering, renewed by heartbeats).
         self.session_id: int | None = None
         self.registered = trio.Event()
+        #: Set once the check after an unclean shutdown is done or known to be unneeded.
+        self.startup_checked = trio.Event()
+        #: The store's clean-shutdown marker was missing and the check has not finished yet.
+        self._check_pending = False
 
     @property
     def id(self) -> str:
@@ -176,7 +189,13 @@ class Chunkserver:
         cfg = self._cfg
         tls = self._config.tls
         store = await trio.to_thread.run_sync(ChunkStore, cfg.data_dir, cfg.capacity_bytes)
+        marker_taken = False
         try:
+            clean = await trio.to_thread.run_sync(store.take_clean_marker)
+            marker_taken = True
+            self._check_pending = not clean
+            if clean:
+                self.startup_checked.set()
             async with (
                 RpcClientPool(tls, name=cfg.id, expect_roles={Role.CHUNKSERVER}) as peers,
                 RpcClientPool(tls, name=cfg.id, expect_roles={Role.METASERVER}) as metas,
@@ -213,27 +232,63 @@ class Chunkserver:
                 service.set_address(self.address)
                 logger.info("chunkserver %s serving on %s", cfg.id, self.address)
                 nursery.start_soon(self._heartbeat_loop, link, service)
-                if cfg.scrub_rate > 0:
-                    self._scrubber = Scrubber(
-                        store,
-                        report_bad,
-                        rate=cfg.scrub_rate * MIB,
-                        interval=cfg.scrub_interval,
-                        report_timeout=self._meta_timeout,
-                        rng=self._rng,
-                    )
-                    nursery.start_soon(self._scrub, self._scrubber)
-                else:
+                # Without a scrub rate the scrubber only serves the unpaced startup check.
+                self._scrubber = Scrubber(
+                    store,
+                    report_bad,
+                    rate=cfg.scrub_rate * MIB if cfg.scrub_rate > 0 else None,
+                    interval=cfg.scrub_interval,
+                    report_timeout=self._meta_timeout,
+                    rng=self._rng,
+                )
+                if cfg.scrub_rate <= 0:
                     logger.info("scrubbing is off ([chunkserver] scrub_rate = 0)")
+                nursery.start_soon(self._check_and_scrub, self._scrubber, cfg.scrub_rate > 0)
                 task_status.started(format_address(host, bound))
         finally:
             store.close()
+            # Every store call has returned (worker threads are never abandoned), so the
+            # chunks are consistent on disk: mark them so, unless a needed check never ran.
+            if marker_taken and not self._check_pending:
+                with trio.CancelScope(shield=True):
+                    try:
+                        await trio.to_thread.run_sync(store.mark_clean_shutdown)
+                    except OSError as exc:
+                        logger.warning("could not write the clean-shutdown marker: %s", exc)
 
-    async def _scrub(self, scrubber: Scrubber) -> None:
+    async def _check_and_scrub(self, scrubber: Scrubber, scrub: bool) -> None:
         # Scrub only once registered: a report sent before the registration that lists our
         # chunks would be undone by it (the corrupt replica would be listed again).
         await self.registered.wait()
-        await scrubber.run()
+        checked = False
+        if self._check_pending:
+            checked = await self._startup_check(scrubber)
+        if scrub:
+            await scrubber.run(pause_first=checked)
+
+    async def _startup_check(self, scrubber: Scrubber) -> bool:
+        """Verify every chunk after an unclean shutdown; return whether any was verified."""
+        assert self._service is not None
+        chunks = await self._service.disk(self._service.store.list_chunks)
+        if not chunks:
+            logger.debug("no clean-shutdown marker, but no chunks to verify either")
+            self._check_pending = False
+            self.startup_checked.set()
+            return False
+        logger.info("unclean shutdown: verifying %d chunk(s) at full speed", len(chunks))
+        result = await scrubber.full_pass()
+        self._stats.startup_check = result
+        self._check_pending = False
+        self.startup_checked.set()
+        logger.log(
+            logging.WARNING if result.corrupt else logging.INFO,
+            "unclean shutdown: verified %d chunks (%d bytes) in %.1f s, %d corrupt",
+            result.chunks,
+            result.bytes,
+            result.seconds,
+            result.corrupt,
+        )
+        return True
 
     # ---- metaserver ----
     async def _heartbeat_loop(self, link: MetaserverLink, service: ChunkService) -> None:
@@ -313,7 +368,10 @@ class Chunkserver:
             "zone": self._cfg.zone,
             "capacity": capacity,
             "free": free,
-            "chunks": [[cid, version] for cid, version, _ in store.list_chunks()],
+            # Copies still being pulled (version 0) are not replicas yet.
+            "chunks": [
+                [cid, version] for cid, version, _ in store.list_chunks() if version != COPY_VERSION
+            ],
         }
 
     @staticmethod

@@ -17,19 +17,28 @@ named, not a healthy server in the middle.
 Reads verify checksums; a corrupt block is reported to the metaserver in the background
 (fire-and-forget, bounded by its own timeout) and answered with ChunkCorrupt so the client
 tries another replica.  Disk work runs in worker threads under one CapacityLimiter.
+
+Metaserver-driven maintenance: ``chunk.set_version`` (a write lease bumps the version of every
+replica; a bump never committed is undone), ``chunk.info`` (version, length and a digest of the
+stored checksums, to compare replicas without reading data) and ``chunk.replicate`` (pull a
+copy from another chunkserver with ``chunk.read``).  A pulled copy is written at the reserved
+version 0, synced, and only then moved to its real version, so an interrupted copy never
+passes for a valid replica (the store's startup scan deletes it).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Final, TypeVar
 
 import trio
 
-from dfs.chunkserver.store import ChunkStore
-from dfs.errors import BadRequest, ChunkCorrupt, DfsError
+from dfs.chunkserver.store import COPY_VERSION, ChunkStore
+from dfs.errors import BadRequest, Busy, ChunkCorrupt, DfsError, ProtocolError
 from dfs.rpc.client import RpcClientPool
 from dfs.rpc.dispatch import Dispatcher
 from dfs.rpc.params import Params
@@ -49,6 +58,8 @@ MAX_EXTENTS: Final = 4096
 #: A chain longer than the largest replication goal is a malformed request.
 MAX_CHAIN: Final = 16
 _MAX_U64: Final = 2**64 - 1
+#: Largest piece ``chunk.replicate`` asks the source for per ``chunk.read``.
+REPLICATE_PIECE: Final = 4 * 1024 * 1024
 
 #: ``report_bad(chunk_id, version, reason)``: tell the metaserver a replica is damaged.
 ReportBad = Callable[[ChunkId, ChunkVersion, str], Awaitable[None]]
@@ -81,6 +92,12 @@ class ChunkServiceStatistics:
     forward_failures: int = 0
     bad_reports_sent: int = 0
     bad_reports_failed: int = 0
+    #: ``chunk.set_version`` calls answered (idempotent retries included).
+    set_versions: int = 0
+    #: Copies pulled by ``chunk.replicate`` (completed / failed) and the bytes pulled.
+    replications: int = 0
+    replication_failures: int = 0
+    bytes_replicated: int = 0
 
 
 def parse_chain(p: Params) -> list[ChainServer]:
@@ -135,6 +152,8 @@ class ChunkService:
         self._report_timeout = report_timeout
         self._stats = ChunkServiceStatistics()
         self._reporting: set[tuple[int, int]] = set()
+        #: Chunks a ``chunk.replicate`` is pulling right now.
+        self._copying: set[int] = set()
         self._nursery: trio.Nursery | None = None
 
     def statistics(self) -> ChunkServiceStatistics:
@@ -151,7 +170,11 @@ class ChunkService:
         dispatcher.register("chunk.read", self._read, data_roles)
         dispatcher.register("chunk.truncate", self._truncate, data_roles)
         dispatcher.register("chunk.sync", self._sync, data_roles)
-        dispatcher.register("chunk.delete", self._delete, [Role.METASERVER])
+        meta = [Role.METASERVER]
+        dispatcher.register("chunk.delete", self._delete, meta)
+        dispatcher.register("chunk.set_version", self._set_version, meta)
+        dispatcher.register("chunk.info", self._info, meta)
+        dispatcher.register("chunk.replicate", self._replicate_from, meta)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Own the background tasks (corruption reports) until cancelled."""
@@ -262,6 +285,102 @@ class ChunkService:
             self._stats.deletes += 1
             logger.info("deleted chunk %016x (asked by %s)", chunk_id, peer.name)
         return None
+
+    async def _set_version(self, peer: Peer, params: dict[str, Any]) -> Any:
+        p = Params(params)
+        chunk_id = p.int("chunk_id", min=0, max=_MAX_U64)
+        version = p.int("version", min=0, max=_MAX_U64)
+        new_version = p.int("new_version", min=1, max=_MAX_U64)
+        length = await self.disk(self.store.set_version, chunk_id, version, new_version)
+        self._stats.set_versions += 1
+        return {"length": length}
+
+    async def _info(self, peer: Peer, params: dict[str, Any]) -> Any:
+        chunk_id = Params(params).int("chunk_id", min=0, max=_MAX_U64)
+        version, length, digest = await self.disk(self.store.info, chunk_id)
+        return {"version": version, "length": length, "digest": digest}
+
+    async def _replicate_from(self, peer: Peer, params: dict[str, Any]) -> Any:
+        p = Params(params)
+        chunk_id = p.int("chunk_id", min=0, max=_MAX_U64)
+        version = p.int("version", min=1, max=_MAX_U64)
+        sp = p.sub("source")
+        source = ChainServer(id=sp.str("id", max_len=256), address=sp.str("address"))
+        rate = p.float("rate") if "rate" in p else 0.0
+        if not (math.isfinite(rate) and rate >= 0):
+            raise BadRequest(f"param 'rate': {rate} is not a rate in bytes/s (0: unlimited)")
+        if chunk_id in self._copying:
+            raise Busy(f"chunk {chunk_id:016x}: already replicating", chunk_id=chunk_id)
+        self._copying.add(chunk_id)
+        try:
+            length = await self._pull(chunk_id, version, source, rate)
+        except BaseException:
+            self._stats.replication_failures += 1
+            raise
+        finally:
+            self._copying.discard(chunk_id)
+        self._stats.replications += 1
+        logger.info(
+            "replicated chunk %016x version %d (%d bytes) from %s (asked by %s)",
+            chunk_id,
+            version,
+            length,
+            source.id,
+            peer.name,
+        )
+        return {"length": length}
+
+    async def _pull(self, chunk_id: int, version: int, source: ChainServer, rate: float) -> int:
+        """Copy the chunk at ``version`` from ``source``; see the module docstring.
+
+        Errors name the replica at fault (``_blame``): the source for its answers (including
+        ChunkCorrupt, StaleChunkVersion and ChunkNotFound), this server for local failures.
+        Whatever fails, the incomplete copy is deleted.
+        """
+        try:
+            try:
+                await self.disk(self.store.create_copy, chunk_id)
+            except DfsError as exc:
+                raise _blame(exc, self.me) from None
+            offset = 0
+            start = trio.current_time()
+            while offset < CHUNK_SIZE:
+                size = min(REPLICATE_PIECE, CHUNK_SIZE - offset)
+                read = {"chunk_id": chunk_id, "version": version, "offset": offset, "length": size}
+                try:
+                    data = await self._peers.call(
+                        source.address, "chunk.read", read, timeout=self._forward_timeout
+                    )
+                    if not isinstance(data, bytes) or len(data) > size:
+                        raise ProtocolError("chunk.read answered something other than the bytes")
+                except DfsError as exc:
+                    raise _blame(exc, source) from None
+                try:
+                    await self.disk(self.store.append, chunk_id, COPY_VERSION, offset, data)
+                except DfsError as exc:
+                    raise _blame(exc, self.me) from None
+                offset += len(data)
+                self._stats.bytes_replicated += len(data)
+                if len(data) < size:  # a short read: the chunk's end
+                    break
+                if rate:
+                    await trio.sleep_until(start + offset / rate)
+            try:
+                await self.disk(self.store.sync, chunk_id)
+                return await self.disk(self.store.set_version, chunk_id, COPY_VERSION, version)
+            except DfsError as exc:
+                raise _blame(exc, self.me) from None
+        except BaseException as exc:
+            with trio.CancelScope(shield=True):
+                try:
+                    await self.disk(partial(self.store.delete, chunk_id, if_version=COPY_VERSION))
+                except DfsError as cleanup:
+                    logger.warning(
+                        "chunk %016x: removing an incomplete copy failed: %s", chunk_id, cleanup
+                    )
+            if isinstance(exc, DfsError):
+                logger.warning("replicating chunk %016x failed: %s", chunk_id, exc.message)
+            raise
 
     async def _read(self, peer: Peer, params: dict[str, Any]) -> Any:
         p = Params(params)

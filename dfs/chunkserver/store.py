@@ -10,7 +10,15 @@ Invariants kept by this class:
 * the in-memory index (chunk -> version, length, tail checksum, header seq) equals the
   newest valid sidecar header of every chunk it lists;
 * ``used_bytes()`` is the sum over listed chunks of ``length + SIDECAR_SIZE``;
-* no byte is returned by ``read`` unless every block it lies in matched its checksum.
+* no byte is returned by ``read`` unless every block it lies in matched its checksum;
+* version 0 is never a real version: it marks a copy being pulled from another replica
+  (``chunk.replicate``) that is not complete yet.  Such a chunk becomes real only through
+  ``set_version``, and the startup scan deletes any left behind by a crash.
+
+Clean shutdown: ``data_dir/clean-shutdown`` exists only while no chunkserver runs on the
+directory after a graceful stop (``take_clean_marker`` at start, ``mark_clean_shutdown`` at
+the end).  Its absence at start means a crash or kill -9 may have torn an update, so every
+chunk is verified once (``dfs.chunkserver.server``).
 """
 
 from __future__ import annotations
@@ -19,11 +27,14 @@ import dataclasses
 import errno
 import logging
 import os
+import struct
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+
+import xxhash
 
 from dfs.chunkserver import layout
 from dfs.chunkserver.fdcache import ChunkFiles, FdCache
@@ -42,6 +53,11 @@ logger = logging.getLogger(__name__)
 _ZERO_BLOCK_SUM = layout.block_checksum(bytes(BLOCK_SIZE))
 #: Blocks verified per read by ``verify`` (bounds its memory and lock hold time).
 _VERIFY_BATCH = 16
+#: The reserved version of a copy still being pulled (see the module docstring).
+COPY_VERSION = 0
+#: Present in ``data_dir`` only after a graceful shutdown (see the module docstring).
+CLEAN_MARKER = "clean-shutdown"
+_LENGTH = struct.Struct("<Q")
 
 
 @dataclass
@@ -127,13 +143,16 @@ class ChunkStore:
     def __init__(self, data_dir: Path, capacity_bytes: int = 0, *, fd_cache_size: int = 64) -> None:
         if capacity_bytes < 0:
             raise ValueError("capacity_bytes must be >= 0")
+        self._data_dir = data_dir
         self._root = data_dir / "chunks"
         self._quarantine = data_dir / "quarantine"
         self._root.mkdir(parents=True, exist_ok=True)
         self._capacity = capacity_bytes
-        self._mu = threading.Lock()  # guards _index, _locks, _used and _new_dirs
+        self._mu = threading.Lock()  # guards _index, _locks, _used, _new_dirs and _dirty
         #: Chunks created since their directory was last fsynced.
         self._new_dirs: set[int] = set()
+        #: Chunks changed since their last fdatasync (synced by ``mark_clean_shutdown``).
+        self._dirty: set[int] = set()
         self._index: dict[int, _Chunk] = {}
         self._locks: dict[int, _LockEntry] = {}
         self._used = 0
@@ -144,6 +163,42 @@ class ChunkStore:
     def close(self) -> None:
         """Close every cached descriptor (the store stays usable; fds reopen on demand)."""
         self._fds.close_all()
+
+    def take_clean_marker(self) -> bool:
+        """Remove the clean-shutdown marker (durably); return whether it was there.
+
+        Called once at start: from now on until ``mark_clean_shutdown`` a crash leaves no
+        marker behind.  False means the previous run did not end gracefully (or the directory
+        never had one), so chunks may hold torn updates.
+        """
+        marker = self._data_dir / CLEAN_MARKER
+        try:
+            marker.unlink()
+        except FileNotFoundError:
+            return False
+        _fsync_dir(self._data_dir)
+        return True
+
+    def mark_clean_shutdown(self) -> None:
+        """Write the clean-shutdown marker, once every update is on stable storage.
+
+        Call after the last store operation.  Every chunk changed since its last sync is
+        fdatasynced first: a marker that survived a power cut while chunk data did not would
+        hide the damage from the next start's check.
+        """
+        with self._mu:
+            dirty = sorted(self._dirty)
+        for chunk_id in dirty:
+            with suppress(ChunkNotFound):  # deleted since
+                self.sync(chunk_id)
+        self.close()
+        marker = self._data_dir / CLEAN_MARKER
+        fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        _fsync_dir(self._data_dir)
 
     def __enter__(self) -> ChunkStore:
         return self
@@ -162,6 +217,40 @@ class ChunkStore:
     def has_chunk(self, chunk_id: int) -> bool:
         with self._mu:
             return chunk_id in self._index
+
+    def info(self, chunk_id: int) -> tuple[ChunkVersion, int, int]:
+        """``(version, length, digest)`` of the chunk; ChunkNotFound when absent.
+
+        ``digest`` is an xxh3_64 over the length and the stored checksums of every block
+        (array entries of the full blocks, then the tail checksum): no data is read, and two
+        replicas with equal digests hold the same bytes as long as their checksums match
+        their data (which reads and the scrubber check).  Raises ChunkCorrupt when the
+        sidecar is too short to hold the checksums.
+        """
+        _check_ids(chunk_id, 0)
+        with self._chunk_lock(chunk_id), self._os_errors(chunk_id, reading=True):
+            with self._mu:
+                info = self._index.get(chunk_id)
+            if info is None:
+                raise ChunkNotFound(f"chunk {chunk_id:016x} not found", chunk_id=chunk_id)
+            full = info.length // BLOCK_SIZE
+            files = self._acquire(chunk_id)
+            try:
+                size = full * layout.CHECKSUM_SIZE
+                raw = _pread_all(files.meta_fd, size, layout.checksum_offset(0))
+            finally:
+                self._fds.release(files)
+            if len(raw) != size:
+                raise ChunkCorrupt(
+                    f"chunk {chunk_id:016x}: checksum sidecar is truncated",
+                    chunk_id=chunk_id,
+                    version=info.version,
+                    blocks=[],
+                )
+            h = xxhash.xxh3_64(_LENGTH.pack(info.length))
+            h.update(raw)
+            h.update(_LENGTH.pack(info.tail_sum))
+            return ChunkVersion(info.version), info.length, int(h.intdigest())
 
     def used_bytes(self) -> int:
         with self._mu:
@@ -214,6 +303,7 @@ class ChunkStore:
         with self._chunk_lock(chunk_id), self._os_errors(chunk_id, reading=False):
             info = self._get_or_create(chunk_id, version, end)
             files = self._acquire(chunk_id)
+            self._mark_dirty(chunk_id)
             try:
                 state = dataclasses.replace(info)
                 for offset, data in sorted(extents, key=lambda e: e[0]):
@@ -289,6 +379,7 @@ class ChunkStore:
             info = self._get_or_create(chunk_id, version, length)
             old = info.length
             files = self._acquire(chunk_id)
+            self._mark_dirty(chunk_id)
             try:
                 state = dataclasses.replace(info)
                 if length > old:
@@ -300,6 +391,92 @@ class ChunkStore:
                     self._fdatasync(chunk_id, files)
             finally:
                 self._fds.release(files)
+
+    def set_version(self, chunk_id: int, version: int, new_version: int) -> int:
+        """Move the chunk from ``version`` to ``new_version``; return its length.
+
+        Already at ``new_version``: nothing changes (a retried call succeeds).  At any other
+        version: StaleChunkVersion (``details['version']`` is the current one); absent:
+        ChunkNotFound.  ``new_version`` may be lower than ``version`` (the metaserver undoes a
+        bump it never committed) but not 0 (InvalidArgument; 0 marks incomplete copies).
+
+        One header update (same length and tail checksum, next ``seq``), not synced: a replica
+        whose header reverts in a crash is merely stale, and the next ``sync`` makes it durable.
+        """
+        _check_ids(chunk_id, version)
+        _check_ids(chunk_id, new_version)
+        if new_version == COPY_VERSION:
+            raise InvalidArgument(f"chunk {chunk_id:016x}: version 0 is reserved")
+        with self._chunk_lock(chunk_id), self._os_errors(chunk_id, reading=False):
+            with self._mu:
+                info = self._index.get(chunk_id)
+            if info is not None and info.version == new_version:
+                return info.length
+            info = self._get(chunk_id, version)
+            files = self._acquire(chunk_id)
+            self._mark_dirty(chunk_id)
+            try:
+                seq = info.seq + 1
+                header = layout.Header(
+                    seq=seq,
+                    chunk_id=chunk_id,
+                    version=new_version,
+                    length=info.length,
+                    tail_sum=info.tail_sum,
+                )
+                _pwrite_all(files.meta_fd, layout.encode_slot(header), layout.slot_offset(seq))
+            finally:
+                self._fds.release(files)
+            with self._mu:
+                info.version = new_version
+                info.seq = seq
+            return info.length
+
+    def append(self, chunk_id: int, version: int, offset: int, data: bytes) -> int:
+        """``write`` of ``data`` at the end of an existing chunk; return the new length.
+
+        For pulling a copy piece by piece: the chunk must exist at ``version`` (else
+        ChunkNotFound or StaleChunkVersion) and be exactly ``offset`` bytes long (else
+        InvalidArgument), so a copy deleted or changed part-way is never silently continued
+        (a plain ``write`` would recreate it and zero-fill the gap).
+        """
+        _check_ids(chunk_id, version)
+        if offset < 0 or offset + len(data) > CHUNK_SIZE:
+            raise InvalidArgument(f"append [{offset}, +{len(data)}) outside the chunk")
+        with self._chunk_lock(chunk_id), self._os_errors(chunk_id, reading=False):
+            info = self._get(chunk_id, version)
+            if info.length != offset:
+                raise InvalidArgument(
+                    f"chunk {chunk_id:016x} is {info.length} bytes long, not {offset}"
+                )
+            if not data:
+                return info.length
+            self._reserve(chunk_id, len(data))
+            files = self._acquire(chunk_id)
+            self._mark_dirty(chunk_id)
+            try:
+                state = dataclasses.replace(info)
+                self._write_span(files, chunk_id, state, offset, data)
+                self._commit(files, chunk_id, info, state)
+            finally:
+                self._fds.release(files)
+            return state.length
+
+    def create_copy(self, chunk_id: int) -> None:
+        """Start an empty copy of the chunk at version 0, replacing any local copy.
+
+        The copy is filled with ``append(chunk_id, 0, ...)``, synced, and published with
+        ``set_version(chunk_id, 0, version)``; until then it is never a valid chunk.
+        """
+        _check_ids(chunk_id, 0)
+        self.delete(chunk_id)
+        with self._chunk_lock(chunk_id), self._os_errors(chunk_id, reading=False):
+            with self._mu:
+                exists = chunk_id in self._index
+            if exists:  # created again since the delete: leave it, let the caller fail
+                raise InvalidArgument(f"chunk {chunk_id:016x} was created meanwhile")
+            self._reserve(chunk_id, layout.SIDECAR_SIZE)
+            self._create(chunk_id, COPY_VERSION)
 
     def sync(self, chunk_id: int) -> None:
         """fdatasync the chunk's data and sidecar; ChunkNotFound when absent."""
@@ -314,13 +491,20 @@ class ChunkStore:
             finally:
                 self._fds.release(files)
 
-    def delete(self, chunk_id: int) -> bool:
-        """Remove the chunk; return whether it existed (deleting twice is not an error)."""
+    def delete(self, chunk_id: int, *, if_version: int | None = None) -> bool:
+        """Remove the chunk; return whether it existed (deleting twice is not an error).
+
+        With ``if_version``, only a chunk at that version is removed (others: False).
+        """
         _check_ids(chunk_id, 0)
         with self._chunk_lock(chunk_id), self._os_errors(chunk_id, reading=False):
             with self._mu:
+                current = self._index.get(chunk_id)
+                if if_version is not None and (current is None or current.version != if_version):
+                    return False
                 info = self._index.pop(chunk_id, None)
                 self._new_dirs.discard(chunk_id)
+                self._dirty.discard(chunk_id)
                 if info is not None:
                     self._used -= info.length + layout.SIDECAR_SIZE
             self._fds.discard(chunk_id)
@@ -485,6 +669,7 @@ class ChunkStore:
         tmp.replace(sidecar)
         with self._mu:
             self._new_dirs.add(chunk_id)
+            self._dirty.add(chunk_id)
             self._index[chunk_id] = _Chunk(version=version, length=0, seq=0, tail_sum=0)
             self._used += layout.SIDECAR_SIZE
 
@@ -508,10 +693,15 @@ class ChunkStore:
             info.seq = seq
         state.seq = seq
 
+    def _mark_dirty(self, chunk_id: int) -> None:
+        with self._mu:
+            self._dirty.add(chunk_id)
+
     def _fdatasync(self, chunk_id: int, files: ChunkFiles) -> None:
         os.fdatasync(files.data_fd)
         os.fdatasync(files.meta_fd)
         with self._mu:
+            self._dirty.discard(chunk_id)  # the caller holds the chunk lock: no change raced
             new = chunk_id in self._new_dirs
         if new:
             # First sync since the chunk was created: make its directory entries durable too.
@@ -733,6 +923,15 @@ class ChunkStore:
         if header is None or header.chunk_id != chunk_id or header.length > CHUNK_SIZE:
             self._quarantine_files(chunk_id, "no valid header")
             return
+        if header.version == COPY_VERSION:
+            logger.info(
+                "chunk %016x: removing an incomplete copy (version 0) left by an interrupted "
+                "replication",
+                chunk_id,
+            )
+            sidecar.unlink()  # the sidecar first, as in ``delete``
+            layout.data_path(self._root, chunk_id).unlink(missing_ok=True)
+            return
         self._index[chunk_id] = _Chunk(
             version=header.version, length=header.length, seq=header.seq, tail_sum=header.tail_sum
         )
@@ -748,6 +947,14 @@ class ChunkStore:
         ):
             if path.exists():
                 path.replace(self._quarantine / path.name)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _cut(buf: bytes, start: int, length: int) -> bytes:

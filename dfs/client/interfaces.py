@@ -71,6 +71,8 @@ class ChunkRef:
     servers: tuple[ServerRef, ...]
     #: For trims after a shrinking truncate: the chunk's new length.
     trim_length: int = -1
+    #: Seconds the write lease lasts (chunks returned for writing; 0 otherwise).
+    lease: float = 0.0
 
     @classmethod
     def from_wire(cls, d: dict[str, Any]) -> ChunkRef:
@@ -80,6 +82,7 @@ class ChunkRef:
             version=ChunkVersion(int(d["version"])),
             servers=tuple(ServerRef.from_wire(s) for s in d.get("servers", ())),
             trim_length=int(d.get("trim_length", -1)),
+            lease=float(d.get("lease", 0.0)),
         )
 
 
@@ -151,7 +154,19 @@ class MetaClient(Protocol):
         ...
 
     async def file_chunks(self, ino: InodeId, first: int, count: int) -> list[ChunkRef]: ...
-    async def alloc_chunk(self, ino: InodeId, index: int) -> ChunkRef: ...
+    async def alloc_chunk(
+        self,
+        ino: InodeId,
+        index: int,
+        *,
+        failed: str | None = None,
+        version: int | None = None,
+        code: str | None = None,
+    ) -> ChunkRef:
+        """The chunk at ``index`` for writing (allocated when absent), under a write lease.
+        ``failed``/``version``/``code``: a replica failed an update at ``version``."""
+        ...
+
     async def commit_write(self, ino: InodeId, size: int, mtime_ns: int) -> InodeAttr: ...
     async def report_bad(self, server: ServerRef, chunk: ChunkRef, reason: str) -> None: ...
 

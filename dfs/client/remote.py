@@ -382,10 +382,23 @@ class RpcMetaClient:
         res = await self._read("file.chunks", {"ino": ino, "first": first, "count": count})
         return [ChunkRef.from_wire(c) for c in res]
 
-    async def alloc_chunk(self, ino: InodeId, index: int) -> ChunkRef:
-        return ChunkRef.from_wire(
-            await self._call("file.alloc_chunk", {"ino": ino, "index": index})
-        )
+    async def alloc_chunk(
+        self,
+        ino: InodeId,
+        index: int,
+        *,
+        failed: str | None = None,
+        version: int | None = None,
+        code: str | None = None,
+    ) -> ChunkRef:
+        params: dict[str, Any] = {"ino": ino, "index": index}
+        if version is not None:
+            params["version"] = version
+            if failed is not None:
+                params["failed"] = failed
+            if code is not None:
+                params["code"] = code
+        return ChunkRef.from_wire(await self._call("file.alloc_chunk", params))
 
     async def commit_write(self, ino: InodeId, size: int, mtime_ns: int) -> InodeAttr:
         res = await self._call(
@@ -452,7 +465,9 @@ class RpcChunkClient:
                 return bytes(data)
             except _REPLICA_ERRORS as exc:
                 errors.append(f"{server.id}: {exc.code}")
-                if isinstance(exc, ChunkCorrupt | StaleChunkVersion | ChunkNotFound):
+                # A stale version means our view is old (the metaserver bumped it); only
+                # damage is worth reporting.
+                if isinstance(exc, ChunkCorrupt | ChunkNotFound):
                     self._nursery.start_soon(self._report_bad, server, chunk, exc.code)
                 log.warning(
                     "read of chunk %x from %s failed (%s); trying another replica",
@@ -476,12 +491,18 @@ class RpcChunkClient:
         if not chunk.servers:
             raise IOFailure(f"chunk {chunk.chunk_id:x} has no server to write to")
         head, *rest = chunk.servers
-        await self._pool.call(
-            head.address,
-            method,
-            {"chunk_id": chunk.chunk_id, "chain": [s.to_wire() for s in rest], **params},
-            timeout=self._timeout,
-        )
+        try:
+            await self._pool.call(
+                head.address,
+                method,
+                {"chunk_id": chunk.chunk_id, "chain": [s.to_wire() for s in rest], **params},
+                timeout=self._timeout,
+            )
+        except DfsError as exc:
+            # The head answers naming the replica that failed; no answer blames the head.
+            if "failed" not in exc.details:
+                exc.details["failed"] = head.id
+            raise
 
     async def write(
         self, chunk: ChunkRef, offset: int, data: bytes | memoryview, sync: bool

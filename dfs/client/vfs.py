@@ -16,7 +16,7 @@ import logging
 import stat
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -33,6 +33,7 @@ from dfs.client.interfaces import (
     StatFs,
 )
 from dfs.errors import (
+    BadRequest,
     DfsError,
     Exists,
     FileTooLarge,
@@ -50,6 +51,9 @@ log = logging.getLogger(__name__)
 
 #: Largest piece sent to a chunkserver in one RPC; pieces of one flush go out in parallel.
 WRITE_PIECE = 1024 * 1024
+#: Tries of one replicated chunk update (each failure moves to a new lease without the
+#: failed replica).
+WRITE_ATTEMPTS = 4
 #: Parallel chunk RPCs per flush or read.
 PARALLEL_IO = 8
 #: Small dirty extents of one chunk travel together in one ``chunk.write_extents`` call of at
@@ -87,6 +91,8 @@ class FileState:
     chunks: dict[int, ChunkRef] = field(default_factory=dict)
     #: Chunks written since their last fdatasync.
     unsynced: dict[int, ChunkRef] = field(default_factory=dict)
+    #: Write leases held, by chunk index: the chunk and the trio time to renew it.
+    leases: dict[int, tuple[ChunkRef, float]] = field(default_factory=dict)
     #: A size change not yet committed to the metaserver.
     size_dirty: bool = False
     #: Data reached the chunkservers (by a background flush) but its mtime is not committed.
@@ -208,13 +214,15 @@ class Vfs:
                     st.dirty.truncate(changes.size)
                     await self._flush_locked(st, sync=False)
                     attr, trims = await self.meta.setattr(ino, changes, cred)
-                    await self._trim(trims)
+                    st.chunks.clear()
+                    st.leases.clear()
+                    await self._trim(ino, trims)
                     st.size = attr.size
                     st.chunks.clear()
                     st.unsynced.clear()
                     return attr
             attr, trims = await self.meta.setattr(ino, changes, cred)
-            await self._trim(trims)
+            await self._trim(ino, trims)
             return attr
         if st is not None and _unclean(st) and changes.mtime_ns is not None:
             # An explicit mtime (utimensat, e.g. from tar or cp -p) must not be overwritten by
@@ -224,10 +232,56 @@ class Vfs:
         attr, _ = await self.meta.setattr(ino, changes, cred)
         return self._overlay(attr)
 
-    async def _trim(self, trims: list[ChunkRef]) -> None:
-        for chunk in trims:
-            if chunk.trim_length >= 0 and chunk.servers:
-                await self.chunks.truncate(chunk, chunk.trim_length)
+    async def _trim(self, ino: InodeId, trims: list[ChunkRef]) -> None:
+        """Cut the last chunk after a shrinking truncate, under a write lease like any write."""
+        for trim in trims:
+            if trim.trim_length < 0 or not trim.servers:
+                continue
+            length = trim.trim_length
+            chunk = await self.meta.alloc_chunk(ino, trim.index)
+
+            async def cut(ref: ChunkRef, length: int = length) -> None:
+                await self.chunks.truncate(ref, length)
+
+            await self._on_replicas(ino, chunk, cut)
+
+    async def _on_replicas(
+        self,
+        ino: InodeId,
+        chunk: ChunkRef,
+        action: Callable[[ChunkRef], Awaitable[None]],
+        st: FileState | None = None,
+    ) -> ChunkRef:
+        """Run a replicated chunk update; when a replica fails, tell the metaserver (which
+        drops it and moves the others to a new version) and run it again on the new replica
+        set.  Returns the chunk as last used."""
+        for attempt in range(WRITE_ATTEMPTS):
+            try:
+                await action(chunk)
+                return chunk
+            except (BadRequest, InvalidArgument):
+                raise
+            except DfsError as exc:
+                if attempt + 1 == WRITE_ATTEMPTS:
+                    raise
+                failed = exc.details.get("failed")
+                log.warning(
+                    "update of chunk %x (version %d) failed on %s: %s; asking for a new lease",
+                    chunk.chunk_id,
+                    chunk.version,
+                    failed or "?",
+                    exc.code,
+                )
+                chunk = await self.meta.alloc_chunk(
+                    ino,
+                    chunk.index,
+                    failed=failed if isinstance(failed, str) else None,
+                    version=chunk.version,
+                    code=exc.code,
+                )
+                if st is not None:
+                    self._remember_lease(st, chunk)
+        raise AssertionError("unreachable")
 
     # ------------------------------------------------------------------ namespace
     async def mknod(
@@ -435,17 +489,25 @@ class Vfs:
                     self._unsynced_closed[st.ino] = st.unsynced
         while len(self._unsynced_closed) > MAX_UNSYNCED_CLOSED:
             # Bound the memory: the oldest closed file gets its fdatasync now instead.
-            _ino, chunks = self._unsynced_closed.popitem(last=False)
+            ino, chunks = self._unsynced_closed.popitem(last=False)
             async with _parallel() as nursery:
                 for chunk in chunks.values():
-                    nursery.start_soon(self._sync_chunk, chunk)
+                    nursery.start_soon(self._sync_chunk, ino, chunk)
 
     async def _chunk_for_write(self, st: FileState, index: int) -> ChunkRef:
-        chunk = st.chunks.get(index)
-        if chunk is None:
-            chunk = await self.meta.alloc_chunk(st.ino, index)
-            st.chunks[index] = chunk
+        """The chunk under a write lease (from the cache until half its lease has passed)."""
+        held = st.leases.get(index)
+        if held is not None and trio.current_time() < held[1]:
+            return held[0]
+        chunk = await self.meta.alloc_chunk(st.ino, index)
+        self._remember_lease(st, chunk)
         return chunk
+
+    @staticmethod
+    def _remember_lease(st: FileState, chunk: ChunkRef) -> None:
+        renew = trio.current_time() + chunk.lease / 2 if chunk.lease > 0 else float("inf")
+        st.leases[chunk.index] = (chunk, renew)
+        st.chunks[chunk.index] = chunk
 
     async def _flush_data_locked(self, st: FileState) -> None:
         """Send buffered data to the chunkservers (no fdatasync, no commit)."""
@@ -493,7 +555,7 @@ class Vfs:
             todo = list(st.unsynced.values())
             async with _parallel() as nursery:
                 for chunk in todo:
-                    nursery.start_soon(self._sync_chunk, chunk)
+                    nursery.start_soon(self._sync_chunk, st.ino, chunk)
             for chunk in todo:
                 st.unsynced.pop(chunk.index, None)
         if st.size_dirty or st.written:
@@ -515,12 +577,15 @@ class Vfs:
     async def _write_batch(
         self, st: FileState, chunk: ChunkRef, batch: list[tuple[int, bytes | memoryview]]
     ) -> None:
+        async def send(ref: ChunkRef) -> None:
+            if len(batch) == 1:
+                await self.chunks.write(ref, batch[0][0], batch[0][1], sync=False)
+            else:
+                await self.chunks.write_extents(ref, batch, sync=False)
+
         await self._io_slot()
         try:
-            if len(batch) == 1:
-                await self.chunks.write(chunk, batch[0][0], batch[0][1], sync=False)
-            else:
-                await self.chunks.write_extents(chunk, batch, sync=False)
+            chunk = await self._on_replicas(st.ino, chunk, send, st)
         finally:
             self._io_limit.release()
         st.unsynced[chunk.index] = chunk
@@ -532,9 +597,9 @@ class Vfs:
         except trio.WouldBlock:
             await self._io_limit.acquire()
 
-    async def _sync_chunk(self, chunk: ChunkRef) -> None:
+    async def _sync_chunk(self, ino: InodeId, chunk: ChunkRef) -> None:
         async with self._io_limit:
-            await self.chunks.sync(chunk)
+            await self._on_replicas(ino, chunk, self.chunks.sync)
 
     async def read(self, fh: int, offset: int, size: int) -> bytes:
         st = self._handle(fh).state

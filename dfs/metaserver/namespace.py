@@ -146,6 +146,7 @@ class Namespace:
             "setgoal": self._op_setgoal,
             "alloc_chunk": self._op_alloc_chunk,
             "commit_write": self._op_commit_write,
+            "set_version": self._op_set_version,
             "open_session": self.sessions.open,
             "close_session": self.sessions.close,
             "expire_sessions": self.sessions.expire,
@@ -742,6 +743,21 @@ class Namespace:
         node.chunks[index] = cid
         self.chunks[cid] = (node.ino, index, ChunkVersion(1))
         return {**self._chunk_desc(cid), "created": True}
+
+    def _op_set_version(self, c: dict[str, Any]) -> dict[str, Any]:
+        """``{chunk_id, version, [servers]}``: the chunk's replicas ``servers`` now hold it at
+        ``version`` (a write lease began, or a replica set was repaired); every other replica is
+        stale from now on.  Versions only grow: an older or equal one is refused.
+        ``servers`` is soft state for the registry (apply hook), like ``alloc_chunk``'s."""
+        cid = ChunkId(int(c["chunk_id"]))
+        info = self.chunks.get(cid)
+        if info is None:
+            raise NotFound(f"chunk {cid} does not exist")
+        version = int(c["version"])
+        if version <= info[2]:
+            raise InvalidArgument(f"chunk {cid}: version {version} is not above {info[2]}")
+        self.chunks[cid] = (info[0], info[1], ChunkVersion(version))
+        return self._chunk_desc(cid)
 
     def _op_commit_write(self, c: dict[str, Any]) -> dict[str, Any]:
         """``{ino, size, mtime_ns}``: data up to ``size`` is on the chunkservers."""

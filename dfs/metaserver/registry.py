@@ -1,24 +1,33 @@
-"""Soft state of the metaserver: chunkservers, replica locations, deletions, bad replicas.
+"""Soft state of the metaserver: chunkservers, replica locations and what to do about them.
 
 Nothing here is in the log or the snapshot.  After a restart it is rebuilt from what the
-chunkservers tell us: ``cs.register`` (address, zone, space, every replica they hold) and
-``cs.heartbeat`` (space; the answer carries the chunk ids they should delete).
+chunkservers tell us: ``cs.register`` (address, zone, space, every replica they hold with its
+version) and ``cs.heartbeat`` (space; the answer carries the chunk ids they should delete).
 
-Rules:
+Every replica a server reports is in exactly one class:
 
-* A server is alive while its last register/heartbeat is at most ``timeout`` seconds old
-  (trio clock; ``now`` is passed in so the logic is testable without a clock).
-* A replica reported at registration is recorded when the chunk map knows the chunk at the
-  same version.  It is queued for deletion on that server when the chunk id was allocated by
-  this cluster (below ``next_chunk_id``) but no file references it any more (an orphan), or
-  when its version is older than the map's (stale).  Ids this cluster never allocated are
-  left alone with a warning (not ours to delete).
-* Chunks freed by the namespace (unlink, truncate) are queued for deletion on every server
-  holding them.  A queued deletion is handed out once, in the server's next heartbeat
-  answer; a server that fails to delete re-reports the chunk when it registers again and
-  the orphan rule catches it.
-* A replica reported bad (``cs.report_bad``) is dropped from the locations so clients are
-  not sent there, and stays excluded (a later issue re-replicates and deletes it).
+* **valid** (``locations``): at the chunk map's version and not reported bad: served to
+  clients and written by them.
+* **stale** (``stale``): at an older version, i.e. it missed writes (its server was down or
+  failed during a write lease).  Never served; deleted once the chunk is back at its goal.
+* **ahead** (``ahead``): at a newer version than the map: a version bump that reached the
+  replica but was never committed (the leader failed in between).  No client ever wrote at
+  that version, so the replica holds the map version's bytes; the replicator sets its version
+  back and it becomes valid.
+* **bad** (``bad``): reported corrupt.  Never served; deleted once the chunk is at its goal.
+* **orphan** (``orphans``): its chunk id was allocated by this cluster but no file references
+  it any more.  Deleted after ``orphan_delay`` seconds (a safety margin against a metadata
+  mistake); ids this cluster never allocated are left alone with a warning.
+
+Chunks freed by the namespace (unlink, truncate) are queued for deletion on every server
+holding them at once.  A queued deletion is handed out once, in the server's next heartbeat
+answer; a server that fails to delete re-reports the chunk when it registers again.
+
+A server is alive while its last register/heartbeat is at most ``timeout`` seconds old (trio
+clock; ``now`` is passed in so the logic is testable without a clock).  A server gone for
+longer than ``grace`` loses its replicas (``expire_gone``): the chunks become under-replicated
+and the replicator copies them.  Chunks whose replica set may need work are kept in
+``suspects`` (see ``dfs.metaserver.replication``).
 """
 
 from __future__ import annotations
@@ -46,6 +55,12 @@ class ChunkserverInfo:
     alive: bool = True
     #: Bytes promised to new chunks since the last report of ``free`` (placement estimate).
     reserved: int = 0
+    #: Gone for longer than the grace period: its replicas no longer count.
+    gone: bool = False
+
+    def full(self) -> bool:
+        """Too full for new chunks or copies (less than 1 % of its capacity or 4 MiB free)."""
+        return self.free - self.reserved < max(self.capacity // 100, 4 << 20)
 
     def server(self) -> dict[str, str]:
         """The protocol's ``server`` shape."""
@@ -53,16 +68,37 @@ class ChunkserverInfo:
 
 
 class Registry:
-    def __init__(self, namespace: Namespace, *, timeout: float) -> None:
+    def __init__(
+        self,
+        namespace: Namespace,
+        *,
+        timeout: float,
+        grace: float = 120.0,
+        orphan_delay: float = 3600.0,
+    ) -> None:
         self.namespace = namespace
         self.timeout = timeout
+        self.grace = grace
+        self.orphan_delay = orphan_delay
         self.servers: dict[str, ChunkserverInfo] = {}
+        #: Valid replicas: chunk -> servers holding it at the map's version.
         self.locations: dict[ChunkId, set[str]] = {}
         self._held: dict[str, set[ChunkId]] = {}
         #: Chunkservers the leader announced in the log as registered (see MetaService).
         self.expected: set[str] = set()
         self._delete: dict[str, set[ChunkId]] = {}
         self.bad: dict[ChunkId, set[str]] = {}
+        #: chunk -> {server: version} of replicas older / newer than the map's version.
+        self.stale: dict[ChunkId, dict[str, int]] = {}
+        self.ahead: dict[ChunkId, dict[str, int]] = {}
+        #: server -> {chunk: time first seen} of chunks no file references.
+        self.orphans: dict[str, dict[ChunkId, float]] = {}
+        #: Chunks whose replica set may need work (copy, trim, clean up, undo a bump).
+        self.suspects: set[ChunkId] = set()
+        #: Write leases: chunk -> time (trio clock) the lease ends unless renewed.  Set on
+        #: every member when a lease is applied from the log, so a new leader knows which
+        #: chunks were being written.
+        self.leases: dict[ChunkId, float] = {}
 
     # ------------------------------------------------------------------ chunkserver RPCs
     def register(
@@ -77,29 +113,34 @@ class Registry:
         now: float,
     ) -> None:
         """(Re-)register a chunkserver and replace everything known about its replicas."""
-        old = self.servers.get(server_id)
-        if old is not None:
-            for cid in self._held.pop(server_id, set()):
-                self._unlocate(cid, server_id)
+        if server_id in self.servers:
+            self._forget_server_replicas(server_id)
         self.servers[server_id] = ChunkserverInfo(server_id, address, zone, capacity, free, now)
         held: set[ChunkId] = set()
-        deletes = self._delete.setdefault(server_id, set())
+        self._held[server_id] = held
         ns = self.namespace
-        unknown = 0
+        unknown = stale = orphans = 0
         for raw_cid, version in chunks:
             cid = ChunkId(raw_cid)
             info = ns.chunk_info(cid)
-            if info is not None and version == info[2]:
-                if server_id not in self.bad.get(cid, ()):
-                    held.add(cid)
-                    self.locations.setdefault(cid, set()).add(server_id)
-            elif info is not None and version < info[2]:
-                deletes.add(cid)  # stale replica
-            elif info is None and 0 < cid < ns.next_chunk_id:
-                deletes.add(cid)  # orphan: its file is gone
+            if info is None:
+                if 0 < cid < ns.next_chunk_id:
+                    self.orphans.setdefault(server_id, {}).setdefault(cid, now)
+                    orphans += 1
+                else:
+                    unknown += 1
+                continue
+            self.suspects.add(cid)
+            if server_id in self.bad.get(cid, ()):
+                continue  # a re-registration does not bring a corrupt replica back
+            if version == info[2]:
+                held.add(cid)
+                self.locations.setdefault(cid, set()).add(server_id)
+            elif version < info[2]:
+                self.stale.setdefault(cid, {})[server_id] = version
+                stale += 1
             else:
-                unknown += 1
-        self._held[server_id] = held
+                self.ahead.setdefault(cid, {})[server_id] = version
         if unknown:
             logger.warning(
                 "chunkserver %s holds %d chunks this cluster does not know; leaving them alone",
@@ -107,12 +148,13 @@ class Registry:
                 unknown,
             )
         logger.info(
-            "chunkserver %s registered from %s (zone %s): %d replicas, %d to delete",
+            "chunkserver %s registered from %s (zone %s): %d valid replicas, %d stale, %d orphans",
             server_id,
             address,
             zone,
             len(held),
-            len(deletes),
+            stale,
+            orphans,
         )
 
     def heartbeat(self, *, server_id: str, capacity: int, free: int, now: float) -> list[ChunkId]:
@@ -120,19 +162,43 @@ class Registry:
         info = self.servers.get(server_id)
         if info is None:
             raise NotFound(f"chunkserver {server_id!r} is not registered; register first")
+        if info.gone:
+            # Its replicas were dropped when the grace period ended; only a registration
+            # (which lists them again) brings them back.
+            raise NotFound(f"chunkserver {server_id!r} was gone too long; register again")
         if not info.alive:
             logger.info("chunkserver %s is back", server_id)
         info.capacity, info.free, info.reserved = capacity, free, 0
         info.last_heartbeat = now
         info.alive = True
+        orphans = self.orphans.get(server_id)
+        if orphans:
+            due = [cid for cid, seen in orphans.items() if now - seen >= self.orphan_delay]
+            for cid in due:
+                if self.namespace.chunk_info(cid) is None:
+                    self._queue_delete(server_id, cid)
+                del orphans[cid]
+            if due:
+                logger.info("deleting %d orphan chunk(s) on %s", len(due), server_id)
         pending = self._delete.get(server_id)
         if not pending:
             return []
         self._delete[server_id] = set()
         return sorted(pending)
 
-    def report_bad(self, *, server_id: str, chunk_id: int, version: int, reason: str) -> None:
+    def report_bad(self, *, server_id: str, chunk_id: int, version: int, reason: str) -> bool:
+        """A replica was found corrupt (or missing).  Reports about another version than the
+        map's are ignored (a bump or a copy moved on meanwhile).  Returns whether it counted."""
         cid = ChunkId(chunk_id)
+        info = self.namespace.chunk_info(cid)
+        if info is None or info[2] != version:
+            logger.info(
+                "ignoring a report about chunk %d version %d on %s: not the current version",
+                cid,
+                version,
+                server_id,
+            )
+            return False
         logger.warning(
             "bad replica of chunk %d (version %d) on chunkserver %s: %s",
             cid,
@@ -142,9 +208,8 @@ class Registry:
         )
         self.bad.setdefault(cid, set()).add(server_id)
         self._unlocate(cid, server_id)
-        held = self._held.get(server_id)
-        if held is not None:
-            held.discard(cid)
+        self.suspects.add(cid)
+        return True
 
     def check_liveness(self, now: float) -> list[str]:
         """Mark servers silent for longer than ``timeout`` dead; return the newly dead."""
@@ -160,20 +225,49 @@ class Registry:
                 )
         return dead
 
+    def expire_gone(self, now: float) -> list[str]:
+        """Servers silent for longer than ``timeout + grace`` lose their replicas (their chunks
+        become suspects, to be copied elsewhere).  Returns the servers newly given up."""
+        gone = []
+        for info in self.servers.values():
+            if info.gone or now - info.last_heartbeat <= self.timeout + self.grace:
+                continue
+            info.alive = False
+            info.gone = True
+            gone.append(info.id)
+            n = len(self._held.get(info.id, ()))
+            self._forget_server_replicas(info.id)
+            logger.warning(
+                "chunkserver %s gone for %.0f s (grace %.0f s): re-replicating its %d replicas",
+                info.id,
+                now - info.last_heartbeat,
+                self.grace,
+                n,
+            )
+        return gone
+
     # ------------------------------------------------------------------ namespace events
-    def place(self, goal: int, now: float) -> list[ChunkserverInfo]:
-        """Choose servers for a new chunk: ``goal`` live servers with the most free space,
-        never two in one zone while another zone is available; all live ones if fewer."""
-        live = [s for s in self.servers.values() if self._alive(s, now) and s.free > 0]
+    def place(
+        self, goal: int, now: float, *, exclude: Iterable[str] = (), zones: Iterable[str] = ()
+    ) -> list[ChunkserverInfo]:
+        """Choose servers for a new chunk (or new replicas): ``goal`` live servers with the
+        most free space, none full, none in ``exclude``, never two in one zone (nor in one of
+        ``zones``, those of existing replicas) while another zone is available."""
+        skip = set(exclude)
+        live = [
+            s
+            for s in self.servers.values()
+            if self._alive(s, now) and not s.full() and s.id not in skip
+        ]
         if not live:
             raise NoSpace("no live chunkserver with free space")
         live.sort(key=lambda s: (-(s.free - s.reserved), s.id))
         chosen: list[ChunkserverInfo] = []
-        zones: set[str] = set()
+        used_zones: set[str] = set(zones)
         for s in live:
-            if len(chosen) < goal and s.zone not in zones:
+            if len(chosen) < goal and s.zone not in used_zones:
                 chosen.append(s)
-                zones.add(s.zone)
+                used_zones.add(s.zone)
         for s in live:
             if len(chosen) < goal and s not in chosen:
                 chosen.append(s)
@@ -182,21 +276,64 @@ class Registry:
         return chosen
 
     def add_replicas(self, chunk_id: int, server_ids: Iterable[str]) -> None:
-        """A new chunk was allocated on ``server_ids``."""
+        """``server_ids`` now hold the chunk at the map's version (new chunk or a copy)."""
         cid = ChunkId(chunk_id)
         for sid in server_ids:
             self.locations.setdefault(cid, set()).add(sid)
             self._held.setdefault(sid, set()).add(cid)
+            for table in (self.stale, self.ahead):
+                self._discard(table, cid, sid)
+            bad = self.bad.get(cid)
+            if bad is not None:
+                bad.discard(sid)
+                if not bad:
+                    del self.bad[cid]
+        self.suspects.add(cid)
+
+    def set_version(self, chunk_id: int, old_version: int, server_ids: Iterable[str]) -> None:
+        """The chunk moved to a new version on ``server_ids`` only; every other valid replica
+        is stale from now on (it missed the bump)."""
+        cid = ChunkId(chunk_id)
+        keep = set(server_ids)
+        for sid in self.locations.get(cid, set()) - keep:
+            self._unlocate(cid, sid)
+            self.stale.setdefault(cid, {})[sid] = old_version
+        self.ahead.pop(cid, None)
+        self.add_replicas(cid, keep)
+
+    def drop_replica(self, chunk_id: int, server_id: str) -> None:
+        """Forget a replica without deleting it (its server failed during a write: the next
+        version bump makes it stale, and its next registration says what it holds)."""
+        cid = ChunkId(chunk_id)
+        self._unlocate(cid, server_id)
+        self.suspects.add(cid)
+
+    def remove_replica(self, chunk_id: int, server_id: str) -> None:
+        """Delete one replica (trim, stale, bad, or a copy that came too late)."""
+        cid = ChunkId(chunk_id)
+        self._unlocate(cid, server_id)
+        for table in (self.stale, self.ahead):
+            self._discard(table, cid, server_id)
+        bad = self.bad.get(cid)
+        if bad is not None:
+            bad.discard(server_id)
+            if not bad:
+                del self.bad[cid]
+        self._queue_delete(server_id, cid)
 
     def forget_chunks(self, chunk_ids: Iterable[ChunkId]) -> None:
         """The namespace dropped these chunks: delete them wherever they are."""
         for cid in chunk_ids:
-            holders = self.locations.pop(cid, set()) | self.bad.pop(cid, set())
+            holders = (
+                self.locations.pop(cid, set())
+                | self.bad.pop(cid, set())
+                | set(self.stale.pop(cid, {}))
+                | set(self.ahead.pop(cid, {}))
+            )
             for sid in holders:
-                held = self._held.get(sid)
-                if held is not None:
-                    held.discard(cid)
-                self._delete.setdefault(sid, set()).add(cid)
+                self._queue_delete(sid, cid)
+            self.leases.pop(cid, None)
+            self.suspects.discard(cid)
 
     # ------------------------------------------------------------------ queries
     def missing_known(self, now: float) -> set[str]:
@@ -206,23 +343,38 @@ class Registry:
         return {
             sid
             for sid in known
-            if (info := self.servers.get(sid)) is None or not self._alive(info, now)
+            if (info := self.servers.get(sid)) is None
+            or (not info.gone and not self._alive(info, now))
         }
 
     def _alive(self, info: ChunkserverInfo, now: float) -> bool:
         return info.alive and now - info.last_heartbeat <= self.timeout
 
-    def live_servers(self, chunk_id: int, now: float) -> list[dict[str, str]]:
-        """Live, non-bad replica locations of a chunk as protocol ``server`` maps."""
+    def is_alive(self, server_id: str, now: float) -> bool:
+        info = self.servers.get(server_id)
+        return info is not None and self._alive(info, now)
+
+    def valid_servers(self, chunk_id: int, now: float) -> list[ChunkserverInfo]:
+        """Live servers holding a valid replica, sorted by id."""
         out = []
         for sid in sorted(self.locations.get(ChunkId(chunk_id), ())):
             info = self.servers.get(sid)
             if info is not None and self._alive(info, now):
-                out.append(info.server())
+                out.append(info)
         return out
+
+    def live_servers(self, chunk_id: int, now: float) -> list[dict[str, str]]:
+        """Live, valid replica locations of a chunk as protocol ``server`` maps."""
+        return [s.server() for s in self.valid_servers(chunk_id, now)]
 
     def pending_deletions(self, server_id: str) -> set[ChunkId]:
         return set(self._delete.get(server_id, ()))
+
+    def _queue_delete(self, server_id: str, cid: ChunkId) -> None:
+        held = self._held.get(server_id)
+        if held is not None:
+            held.discard(cid)
+        self._delete.setdefault(server_id, set()).add(cid)
 
     def _unlocate(self, cid: ChunkId, server_id: str) -> None:
         where = self.locations.get(cid)
@@ -230,6 +382,28 @@ class Registry:
             where.discard(server_id)
             if not where:
                 del self.locations[cid]
+        held = self._held.get(server_id)
+        if held is not None:
+            held.discard(cid)
+
+    @staticmethod
+    def _discard(table: dict[ChunkId, dict[str, int]], cid: ChunkId, sid: str) -> None:
+        where = table.get(cid)
+        if where is not None:
+            where.pop(sid, None)
+            if not where:
+                del table[cid]
+
+    def _forget_server_replicas(self, server_id: str) -> None:
+        """Drop everything known about one server's replicas (before it re-registers, or once
+        it is gone past the grace period); their chunks become suspects."""
+        for cid in self._held.pop(server_id, set()):
+            self._unlocate(cid, server_id)
+            self.suspects.add(cid)
+        for table in (self.stale, self.ahead):
+            for cid in [c for c, where in table.items() if server_id in where]:
+                self._discard(table, cid, server_id)
+        self.orphans.pop(server_id, None)
 
     def status(self, now: float) -> list[dict[str, Any]]:
         return [
@@ -240,7 +414,7 @@ class Registry:
                 "capacity": s.capacity,
                 "free": s.free,
                 "used": max(0, s.capacity - s.free),
-                "state": "alive" if self._alive(s, now) else "dead",
+                "state": "gone" if s.gone else "alive" if self._alive(s, now) else "dead",
                 "last_heartbeat_age": now - s.last_heartbeat,
                 "chunks": len(self._held.get(s.id, ())),
                 "bad_replicas": sum(1 for holders in self.bad.values() if s.id in holders),

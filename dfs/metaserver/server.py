@@ -178,7 +178,12 @@ async def run_metaserver(
                 f"{mc.data_dir}: cluster id file says {known_id} but the metadata belongs "
                 f"to cluster {ns.cluster_id}"
             )
-        registry = Registry(ns, timeout=mc.chunkserver_timeout)
+        registry = Registry(
+            ns,
+            timeout=mc.chunkserver_timeout,
+            grace=mc.replication_grace,
+            orphan_delay=mc.orphan_delay,
+        )
         async with trio.open_nursery() as nursery:
             await nursery.start(node.run)
             # The service needs the bound address for admin.status; the dispatcher is read
@@ -191,6 +196,9 @@ async def run_metaserver(
                 cluster_id=known_id or (ns.cluster_id if ns.initialised else ""),
                 tls=config.tls,
                 session_timeout=mc.session_timeout,
+                write_lease=mc.write_lease,
+                replication_rate=mc.replication_rate * 2**20,
+                replication_jobs=mc.replication_jobs,
             )
             node.register(service.dispatcher)
             rpc = RpcServer(service.dispatcher, config.tls, name=mc.id)
@@ -198,6 +206,7 @@ async def run_metaserver(
             service.address = f"{host}:{bound_port}"
             nursery.start_soon(_watch_chunkservers, registry)
             nursery.start_soon(service.expire_sessions)
+            await nursery.start(service.keeper.run)
             logger.info(
                 "metaserver %s serving on %s (Raft group: %s)",
                 mc.id,

@@ -21,12 +21,14 @@ from dfs.errors import (
     BadRequest,
     DfsError,
     InvalidArgument,
+    IOFailure,
     NotLeader,
     RangeError,
     SessionExpired,
     Unauthorized,
     Unavailable,
 )
+from dfs.metaserver.chunks import ChunkKeeper
 from dfs.metaserver.namespace import MAX_GOAL, MIN_GOAL
 from dfs.metaserver.raftnode import RaftNode
 from dfs.metaserver.registry import Registry
@@ -71,6 +73,9 @@ class MetaService:
         cluster_id: str,
         tls: TlsFiles | None = None,
         session_timeout: float = 10.0,
+        write_lease: float = 30.0,
+        replication_rate: float = 100 * 2**20,
+        replication_jobs: int = 4,
     ) -> None:
         self.node = node
         self.ns = node.namespace
@@ -85,6 +90,19 @@ class MetaService:
         #: Session id -> trio time this node last heard from its holder (soft: a new leader
         #: counts every session as heard from when it took office).
         self._session_seen: dict[int, float] = {}
+        #: Write leases and replica upkeep (its ``run`` is started by the server).
+        self.keeper = ChunkKeeper(
+            registry,
+            node_id=node_id,
+            tls=tls,
+            propose=self._propose,
+            is_leader=node.is_leader,
+            term=lambda: int(node.core.term),
+            leader_since=node.leader_since,
+            lease=write_lease,
+            rate=replication_rate,
+            jobs=replication_jobs,
+        )
         node.add_listener(self.on_applied)
         self.dispatcher = Dispatcher()
         table: list[tuple[str, Handler, tuple[Role, ...]]] = [
@@ -190,8 +208,17 @@ class MetaService:
             self.registry.forget_chunks(freed)
         if command["op"] == "noop" and isinstance(command.get("registered"), str):
             self.registry.expected.add(command["registered"])
-        if command["op"] == "alloc_chunk" and result["created"]:
-            self.registry.add_replicas(result["chunk_id"], command.get("servers", ()))
+        op = command["op"]
+        if op == "alloc_chunk" and result["created"]:
+            cid = result["chunk_id"]
+            self.registry.add_replicas(cid, command.get("servers", ()))
+            self.registry.leases[cid] = trio.current_time() + self.keeper.lease
+        elif op == "set_version":
+            cid = result["chunk_id"]
+            self.registry.set_version(
+                cid, int(command.get("from_version", 0)), command.get("servers", ())
+            )
+            self.registry.leases[cid] = trio.current_time() + self.keeper.lease
 
     def _with_servers(self, chunk: dict[str, Any]) -> dict[str, Any]:
         servers = self.registry.live_servers(chunk["chunk_id"], trio.current_time())
@@ -370,19 +397,37 @@ class MetaService:
         await self._read()
         p = Params(params)
         await self._wait_registry_warm()
-        chunks = self.ns.file_chunks(
-            p.int("ino", min=1), p.int("first", min=0), p.int("count", min=0, max=_U32)
-        )
+        ino, first = p.int("ino", min=1), p.int("first", min=0)
+        count = p.int("count", min=0, max=_U32)
+        chunks = self.ns.file_chunks(ino, first, count)
+        pending = [c["chunk_id"] for c in chunks if self.keeper.granting(c["chunk_id"])]
+        if pending:
+            await self.keeper.wait_grants(pending)
+            chunks = self.ns.file_chunks(ino, first, count)
         return [self._with_servers(c) for c in chunks]
 
     async def alloc_chunk(self, peer: Peer, params: dict[str, Any]) -> Any:
+        """The chunk at ``index`` ready for writing: allocated when absent, else under a write
+        lease (``dfs.metaserver.chunks``).  ``failed`` (a server id), ``version`` and ``code``
+        report a replica that failed a write at that version: it is dropped and the version
+        bumped on the others.  The answer carries ``lease`` (seconds it lasts)."""
         await self._read()
         await self._wait_registry_warm()
         p = Params(params)
         ino, index = p.int("ino", min=1), p.int("index", min=0)
         existing = self.ns.file_chunks(ino, index, 1)  # also checks ino is a regular file
         if existing:
-            return self._with_servers(existing[0])
+            cid = existing[0]["chunk_id"]
+            await self.keeper.write_lease(
+                cid,
+                failed=p.opt_str("failed", None, max_len=256) if "failed" in p else None,
+                failed_version=p.opt_int("version", -1, min=-1, max=_U64),
+                failed_code=p.opt_str("code", "", max_len=64) if "code" in p else None,
+            )
+            current = self.ns.file_chunks(ino, index, 1)
+            if not current or current[0]["chunk_id"] != cid:
+                raise IOFailure(f"chunk {cid} of inode {ino} went away while being leased")
+            return {**self._with_servers(current[0]), "lease": self.keeper.lease}
         goal = self.ns.inodes[InodeId(ino)].goal
         # Placement is the leader's choice, made before proposing; the servers travel in the
         # command so the apply hook records them in log order.
@@ -391,7 +436,7 @@ class MetaService:
             peer, p, "alloc_chunk", ino=ino, index=index, servers=[s.id for s in servers]
         )
         chunk = {k: result[k] for k in ("index", "chunk_id", "version")}
-        return self._with_servers(chunk)
+        return {**self._with_servers(chunk), "lease": self.keeper.lease}
 
     async def commit_write(self, peer: Peer, params: dict[str, Any]) -> Any:
         p = Params(params)

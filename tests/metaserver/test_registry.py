@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from dfs.errors import NoSpace, NotFound
+from dfs.errors import InvalidArgument, NoSpace, NotFound
 from dfs.metaserver.registry import ChunkserverInfo, Registry
 from dfs.types import CHUNK_SIZE, ChunkId
 from tests.metaserver.nsutil import ROOT, Driver
@@ -16,9 +16,15 @@ pytestmark = pytest.mark.unit
 GiB = 1 << 30
 
 
-def make(servers: list[tuple[str, str, int]], timeout: float = 10.0) -> tuple[Driver, Registry]:
+def make(
+    servers: list[tuple[str, str, int]],
+    timeout: float = 10.0,
+    *,
+    grace: float = 120.0,
+    orphan_delay: float = 3600.0,
+) -> tuple[Driver, Registry]:
     d = Driver()
-    reg = Registry(d.ns, timeout=timeout)
+    reg = Registry(d.ns, timeout=timeout, grace=grace, orphan_delay=orphan_delay)
     for sid, zone, free in servers:
         reg.register(
             server_id=sid,
@@ -77,7 +83,7 @@ def test_heartbeat_from_unknown_server() -> None:
 
 
 def test_register_sorts_replicas(caplog: pytest.LogCaptureFixture) -> None:
-    d, reg = make([])
+    d, reg = make([], orphan_delay=60.0)
     f = d.create(ROOT, b"f")
     live = d.do("alloc_chunk", ino=f, index=0)["chunk_id"]
     gone = d.do("alloc_chunk", ino=f, index=1)["chunk_id"]
@@ -97,26 +103,65 @@ def test_register_sorts_replicas(caplog: pytest.LogCaptureFixture) -> None:
         )
     assert "does not know" in caplog.text
     assert reg.live_servers(live, 0.0) == [{"id": "s1", "address": "a:1"}]
-    assert reg.heartbeat(server_id="s1", capacity=GiB, free=GiB, now=1.0) == [gone]
-    assert reg.heartbeat(server_id="s1", capacity=GiB, free=GiB, now=2.0) == []  # handed out once
+    # The orphan is deleted only after the safety delay, and handed out once.
+    assert reg.heartbeat(server_id="s1", capacity=GiB, free=GiB, now=59.0) == []
+    assert reg.heartbeat(server_id="s1", capacity=GiB, free=GiB, now=60.0) == [gone]
+    assert reg.heartbeat(server_id="s1", capacity=GiB, free=GiB, now=61.0) == []
     # re-registration replaces what was known about the server
     reg.register(
-        server_id="s1", address="a:2", zone="z", capacity=GiB, free=GiB, chunks=[], now=3.0
+        server_id="s1", address="a:2", zone="z", capacity=GiB, free=GiB, chunks=[], now=63.0
     )
-    assert reg.live_servers(live, 3.0) == []
-    assert reg.status(3.0)[0]["chunks"] == 0
+    assert reg.live_servers(live, 63.0) == []
+    assert reg.status(63.0)[0]["chunks"] == 0
 
 
-def test_stale_version_is_deleted() -> None:
+def test_versions_sort_replicas_into_valid_stale_and_ahead() -> None:
     d, reg = make([])
     f = d.create(ROOT, b"f")
     cid = d.do("alloc_chunk", ino=f, index=0)["chunk_id"]
-    d.ns.chunks[ChunkId(cid)] = (d.ns.chunks[ChunkId(cid)][0], 0, 2)  # type: ignore[assignment]
-    reg.register(
-        server_id="s1", address="a:1", zone="z", capacity=1, free=1, chunks=[(cid, 1)], now=0
-    )
-    assert reg.pending_deletions("s1") == {cid}
-    assert reg.live_servers(cid, 0) == []
+    d.do("set_version", chunk_id=cid, version=5, from_version=1, servers=[])
+    with pytest.raises(InvalidArgument):  # versions only grow
+        d.do("set_version", chunk_id=cid, version=5, from_version=5, servers=[])
+    for sid, version in (("s1", 5), ("s2", 1), ("s3", 9)):
+        reg.register(
+            server_id=sid,
+            address=f"a:{sid}",
+            zone=sid,
+            capacity=GiB,
+            free=GiB,
+            chunks=[(cid, version)],
+            now=0,
+        )
+    assert [s["id"] for s in reg.live_servers(cid, 0)] == ["s1"]
+    assert reg.stale[ChunkId(cid)] == {"s2": 1}
+    assert reg.ahead[ChunkId(cid)] == {"s3": 9}
+    assert reg.pending_deletions("s2") == set()  # kept until the chunk is back at its goal
+    # A bump that reached s1 and s3 only: s2 stays stale, s3 becomes valid.
+    d.do("set_version", chunk_id=cid, version=10, from_version=5, servers=["s1", "s3"])
+    reg.set_version(cid, 5, ["s1", "s3"])
+    assert [s["id"] for s in reg.live_servers(cid, 0)] == ["s1", "s3"]
+    assert ChunkId(cid) not in reg.ahead
+    # Reports about an old version are ignored; about the current one they count.
+    assert not reg.report_bad(server_id="s1", chunk_id=cid, version=5, reason="x")
+    assert reg.report_bad(server_id="s1", chunk_id=cid, version=10, reason="x")
+    assert [s["id"] for s in reg.live_servers(cid, 0)] == ["s3"]
+
+
+def test_gone_server_loses_its_replicas_after_the_grace_period() -> None:
+    d, reg = make([("s1", "z1", GiB), ("s2", "z2", GiB)], timeout=10.0, grace=30.0)
+    f = d.create(ROOT, b"f")
+    cid = d.do("alloc_chunk", ino=f, index=0)["chunk_id"]
+    reg.add_replicas(cid, ["s1", "s2"])
+    reg.suspects.clear()
+    reg.heartbeat(server_id="s2", capacity=GiB, free=GiB, now=39.0)
+    reg.check_liveness(39.0)
+    assert reg.expire_gone(39.0) == []  # s1: dead, but inside the grace period
+    assert reg.locations[ChunkId(cid)] == {"s1", "s2"}
+    assert reg.expire_gone(40.5) == ["s1"]
+    assert reg.locations[ChunkId(cid)] == {"s2"}
+    assert reg.suspects == {cid}
+    with pytest.raises(NotFound):  # it must register again (listing what it holds)
+        reg.heartbeat(server_id="s1", capacity=GiB, free=GiB, now=41.0)
 
 
 def test_freed_chunks_are_deleted_where_they_are() -> None:

@@ -144,10 +144,19 @@ async def test_chunk_lifecycle_with_a_chunkserver(certs: Certs, tmp_path: Path) 
             {"parent": 1, "name": b"f", "mode": stat.S_IFREG | 0o644, "rdev": 0, "cred": CRED},
         )
         server = {"id": "chunkserver-1", "address": "127.0.0.1:9999"}
-        chunk = await c.call("file.alloc_chunk", {"ino": f["ino"], "index": 1})
-        assert chunk == {"index": 1, "chunk_id": 1, "version": 1, "servers": [server]}
-        assert await c.call("file.alloc_chunk", {"ino": f["ino"], "index": 1}) == chunk
+        leased = await c.call("file.alloc_chunk", {"ino": f["ino"], "index": 1})
+        assert leased == {
+            "index": 1,
+            "chunk_id": 1,
+            "version": 1,
+            "servers": [server],
+            "lease": 30.0,
+        }
+        # Inside the lease the same chunk comes back without a version bump.
+        assert await c.call("file.alloc_chunk", {"ino": f["ino"], "index": 1}) == leased
+        chunk = {k: v for k, v in leased.items() if k != "lease"}
         chunk0 = await c.call("file.alloc_chunk", {"ino": f["ino"], "index": 0})
+        del chunk0["lease"]
         assert await c.call("file.chunks", {"ino": f["ino"], "first": 0, "count": 8}) == [
             chunk0,
             chunk,

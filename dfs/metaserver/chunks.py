@@ -1,0 +1,493 @@
+"""The leader's side of chunk data: write leases with version bumps, and replica upkeep.
+
+Write leases (GFS §3.1, §4.5).  A client gets a chunk for writing with ``file.alloc_chunk``.
+The first writer of a chunk starts a *lease*: the leader picks a new version, asks every live
+valid replica to move to it (``chunk.set_version``), commits the new version and the replicas
+that made it (the ``set_version`` command), and answers with them.  Any replica that missed the
+bump (its server was down, or the bump failed there) is *stale* from then on: chunkservers
+refuse reads and writes that name another version, so a stale replica is never served, and
+the replicator deletes it once the chunk is back at its goal.  While the lease lasts
+(``write_lease`` seconds, renewed by every ``alloc_chunk`` of the chunk) writers reuse the
+version.  A writer whose write failed on a replica names it (``failed``): the leader drops it
+and bumps the version on the others, and the writer sends the data again.
+
+Versions are ``term << 32 | n``: unique across leaders (one leader per term) and increasing,
+so a bump that reached some replicas but was never committed (the leader died in between)
+leaves them *ahead* of the map; no client ever wrote at that version, so they still hold the
+map version's bytes, and the replicator sets them back (``chunk.set_version`` downward).
+
+When a lease ends (no renewal for ``write_lease`` seconds; a new leader counts from its
+election, since every member records leases from the log), the leader compares the replicas'
+digests (``chunk.info``: length and block checksums).  A writer that died in the middle of a
+write can leave replicas that differ; then the longest replica (ties: the lowest server id)
+gets a new version alone and the others become stale, so no two up-to-date replicas ever
+differ.  Unacknowledged bytes may be lost that way, acknowledged ones never: an acknowledged
+write reached every replica.
+
+Replica upkeep.  ``plan`` looks at the chunks the registry marked as suspects (a server gone
+past the grace period, a corrupt replica, a registration with stale or surplus replicas, a
+finished copy...) and returns copies to make (chunks with the fewest live replicas first),
+replicas to delete (surplus above the goal from the fullest servers; stale and bad replicas
+once the chunk is at its goal) and versions to set back.  ``ChunkKeeper.run`` executes plans
+on the leader, with at most ``jobs`` copies at a time, each paced at ``rate / jobs``.
+Chunks under a write lease are neither copied nor trimmed.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from dfs.errors import DfsError, IOFailure, NoSpace, Unavailable
+from dfs.metaserver.namespace import Namespace
+from dfs.metaserver.registry import ChunkserverInfo, Registry
+from dfs.rpc.client import RpcClientPool
+from dfs.security.identity import Role, TlsFiles
+from dfs.types import CHUNK_SIZE, ChunkId, InodeId
+
+logger = logging.getLogger(__name__)
+
+#: Seconds one ``chunk.set_version`` or ``chunk.info`` call may take.
+CONTROL_TIMEOUT = 5.0
+#: Seconds between two passes of the replicator.
+PASS_INTERVAL = 0.5
+
+Propose = Callable[..., Awaitable[Any]]
+
+
+@dataclass
+class CopyJob:
+    chunk_id: ChunkId
+    version: int
+    source: ChunkserverInfo
+    target: ChunkserverInfo
+    #: Live valid replicas when planned (0 copies first... 1 before 2).
+    live: int
+    length: int
+
+
+@dataclass
+class Plan:
+    copies: list[CopyJob] = field(default_factory=list)
+    #: (chunk, server, why)
+    deletes: list[tuple[ChunkId, str, str]] = field(default_factory=list)
+    #: (chunk, server, from version, to version): set an ahead replica back.
+    undo: list[tuple[ChunkId, str, int, int]] = field(default_factory=list)
+
+
+def plan(
+    registry: Registry,
+    now: float,
+    *,
+    busy: set[ChunkId],
+    max_copies: int,
+) -> Plan:
+    """What to do about the suspect chunks now (pure: reads the registry and namespace,
+    only moves chunks out of ``registry.suspects`` once nothing is left to do for them)."""
+    ns = registry.namespace
+    out = Plan()
+    wanted: list[tuple[int, ChunkId]] = []
+    done: list[ChunkId] = []
+    for cid in registry.suspects:
+        info = ns.chunk_info(cid)
+        if info is None:
+            done.append(cid)
+            continue
+        if cid in busy:
+            continue
+        ino, _index, version = info
+        goal = ns.inodes[InodeId(ino)].goal
+        live = registry.valid_servers(cid, now)
+        valid = registry.locations.get(cid, set())
+        keep = False
+        for sid, v in registry.ahead.get(cid, {}).items():
+            if registry.is_alive(sid, now):
+                out.undo.append((cid, sid, v, version))
+                keep = True
+        if not live:
+            if not keep:
+                done.append(cid)  # missing: nothing to copy from until a holder registers
+            continue
+        if len(valid) < goal:
+            wanted.append((len(live), cid))
+            continue
+        if len(live) > goal and len(live) == len(valid):
+            # Surplus: remove from the fullest servers (most used share first).
+            victims = sorted(live, key=lambda s: (s.free / max(s.capacity, 1), s.id))
+            for s in victims[: len(live) - goal]:
+                out.deletes.append((cid, s.id, "over goal"))
+        if len(live) >= goal:
+            for sid in registry.stale.get(cid, {}):
+                out.deletes.append((cid, sid, "stale"))
+            for sid in registry.bad.get(cid, set()):
+                out.deletes.append((cid, sid, "corrupt"))
+        if not keep:
+            done.append(cid)
+    for cid in done:
+        registry.suspects.discard(cid)
+    wanted.sort()
+    for live_count, cid in wanted:
+        if len(out.copies) >= max_copies:
+            break
+        job = _copy_job(registry, cid, now, live_count)
+        if job is not None:
+            out.copies.append(job)
+    return out
+
+
+def _copy_job(registry: Registry, cid: ChunkId, now: float, live_count: int) -> CopyJob | None:
+    ns = registry.namespace
+    info = ns.chunk_info(cid)
+    assert info is not None
+    ino, index, version = info
+    node = ns.inodes[InodeId(ino)]
+    sources = registry.valid_servers(cid, now)
+    holders = registry.locations.get(cid, set())
+    try:
+        (target,) = registry.place(1, now, exclude=holders, zones={s.zone for s in sources})
+    except (NoSpace, ValueError):
+        return None
+    source = random.choice(sources)
+    length = max(0, min(CHUNK_SIZE, node.size - index * CHUNK_SIZE))
+    return CopyJob(cid, version, source, target, live_count, length)
+
+
+class ChunkKeeper:
+    """Write leases and replica upkeep on the leader (see the module docstring)."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        *,
+        node_id: str,
+        tls: TlsFiles | None,
+        propose: Propose,
+        is_leader: Callable[[], bool],
+        term: Callable[[], int],
+        leader_since: Callable[[], float | None],
+        lease: float = 30.0,
+        rate: float = 100 * 2**20,
+        jobs: int = 4,
+    ) -> None:
+        self.registry = registry
+        self.ns: Namespace = registry.namespace
+        self._node_id = node_id
+        self._tls = tls
+        self._propose = propose
+        self._is_leader = is_leader
+        self._term = term
+        self._leader_since = leader_since
+        self.lease = lease
+        self.rate = rate
+        self.jobs = jobs
+        self._pool: RpcClientPool | None = None
+        self._version_term = 0
+        self._version_n = 0
+        self._grants: dict[ChunkId, trio.Lock] = {}
+        self._copying: set[ChunkId] = set()
+        self.stats = {"copies": 0, "copy_failures": 0, "deletes": 0, "bumps": 0, "recoveries": 0}
+
+    # ------------------------------------------------------------------ leases
+    def next_version(self) -> int:
+        term = self._term()
+        if term != self._version_term:
+            self._version_term, self._version_n = term, 0
+        self._version_n += 1
+        return (term << 32) | self._version_n
+
+    def lease_active(self, cid: ChunkId, now: float) -> bool:
+        return self.registry.leases.get(cid, float("-inf")) > now
+
+    @asynccontextmanager
+    async def _grant_lock(self, cid: ChunkId) -> AsyncIterator[None]:
+        lock = self._grants.get(cid)
+        if lock is None:
+            lock = self._grants[cid] = trio.Lock()
+        try:
+            async with lock:
+                yield
+        finally:
+            if not lock.locked() and lock.statistics().tasks_waiting == 0:
+                self._grants.pop(cid, None)
+
+    def granting(self, cid: ChunkId) -> bool:
+        lock = self._grants.get(cid)
+        return lock is not None and lock.locked()
+
+    async def wait_grants(self, cids: list[ChunkId]) -> None:
+        """Wait until no version bump of these chunks is in flight (a reader that found the
+        replicas at a newer version than it knew asks again, and must see the new one)."""
+        for cid in cids:
+            lock = self._grants.get(cid)
+            if lock is not None and lock.locked():
+                async with self._grant_lock(cid):
+                    pass
+
+    async def write_lease(
+        self,
+        cid: ChunkId,
+        *,
+        failed: str | None = None,
+        failed_version: int | None = None,
+        failed_code: str | None = None,
+    ) -> None:
+        """Make sure the chunk is under a write lease whose replicas are all live; bump its
+        version when a new lease starts or a replica failed.  Raises IOFailure (NoSpace when
+        the failure was a full disk) when no replica is left to write to."""
+        async with self._grant_lock(cid):
+            info = self.ns.chunk_info(cid)
+            if info is None:
+                raise IOFailure(f"chunk {cid} no longer exists")
+            version = int(info[2])
+            now = trio.current_time()
+            force = False
+            if failed is not None and failed_version == version:
+                logger.info(
+                    "chunk %d: writer reports replica on %s failed (%s)", cid, failed, failed_code
+                )
+                self.registry.drop_replica(cid, failed)
+                force = True
+            live = self.registry.valid_servers(cid, now)
+            valid = self.registry.locations.get(cid, set())
+            if self.lease_active(cid, now) and not force and len(live) == len(valid) and live:
+                self.registry.leases[cid] = now + self.lease
+                return
+            if not live:
+                msg = f"chunk {cid}: no live replica to write to"
+                if failed_code == NoSpace.code:
+                    raise NoSpace(msg)
+                raise IOFailure(msg)
+            new = self.next_version()
+            made = await self._set_versions(cid, [(s, version) for s in live], new)
+            if not made:
+                raise IOFailure(f"chunk {cid}: no replica accepted version {new}")
+            try:
+                await self._propose(
+                    "set_version",
+                    chunk_id=cid,
+                    version=new,
+                    from_version=version,
+                    servers=[s.id for s in made],
+                )
+            except BaseException:
+                with trio.CancelScope(shield=True):
+                    await self._set_versions(cid, [(s, new) for s in made], version)
+                raise
+            self.stats["bumps"] += 1
+            if len(made) < len(live):
+                logger.warning(
+                    "chunk %d: version %d on %d of %d live replicas",
+                    cid,
+                    new,
+                    len(made),
+                    len(live),
+                )
+
+    async def _set_versions(
+        self, cid: ChunkId, targets: list[tuple[ChunkserverInfo, int]], new: int
+    ) -> list[ChunkserverInfo]:
+        """``chunk.set_version`` on every target in parallel; the ones that made it."""
+        pool = self._require_pool()
+        made: list[ChunkserverInfo] = []
+
+        async def one(server: ChunkserverInfo, old: int) -> None:
+            try:
+                await pool.call(
+                    server.address,
+                    "chunk.set_version",
+                    {"chunk_id": cid, "version": old, "new_version": new},
+                    timeout=CONTROL_TIMEOUT,
+                    fail_fast=True,
+                )
+                made.append(server)
+            except DfsError as exc:
+                logger.warning(
+                    "chunk %d: set_version %d -> %d on %s failed: %s",
+                    cid,
+                    old,
+                    new,
+                    server.id,
+                    exc,
+                )
+
+        async with trio.open_nursery() as nursery:
+            for server, old in targets:
+                nursery.start_soon(one, server, old)
+        made.sort(key=lambda s: s.id)
+        return made
+
+    def _require_pool(self) -> RpcClientPool:
+        if self._pool is None:
+            raise Unavailable("the chunk keeper is not running yet", retry=True)
+        return self._pool
+
+    # ------------------------------------------------------------------ upkeep
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        if self._tls is None:
+            raise ValueError("the chunk keeper needs the metaserver's TLS files")
+        async with (
+            RpcClientPool(self._tls, name=self._node_id, expect_roles={Role.CHUNKSERVER}) as pool,
+            trio.open_nursery() as nursery,
+        ):
+            self._pool = pool
+            task_status.started()
+            limiter = trio.CapacityLimiter(self.jobs)
+            while True:
+                await trio.sleep(PASS_INTERVAL)
+                if not self._is_leader() or not self.ns.initialised:
+                    self._prune_leases(trio.current_time())
+                    continue
+                try:
+                    await self.one_pass(nursery, limiter)
+                except DfsError as exc:
+                    logger.warning("replica upkeep pass failed: %s", exc)
+
+    async def one_pass(self, nursery: trio.Nursery, limiter: trio.CapacityLimiter) -> None:
+        now = trio.current_time()
+        reg = self.registry
+        reg.expire_gone(now)
+        self._end_leases(nursery, now)
+        busy = self._copying | {c for c in reg.leases if self.lease_active(c, now)}
+        free_slots = int(limiter.available_tokens)
+        p = plan(reg, now, busy=busy, max_copies=free_slots)
+        for cid, sid, why in p.deletes:
+            logger.info("chunk %d: deleting the replica on %s (%s)", cid, sid, why)
+            reg.remove_replica(cid, sid)
+            self.stats["deletes"] += 1
+        for cid, sid, old, new in p.undo:
+            nursery.start_soon(self._undo, cid, sid, old, new)
+        for job in p.copies:
+            self._copying.add(job.chunk_id)
+            nursery.start_soon(self._copy, job, limiter)
+
+    async def _undo(self, cid: ChunkId, sid: str, old: int, new: int) -> None:
+        info = self.registry.servers.get(sid)
+        if info is None:
+            return
+        made = await self._set_versions(cid, [(info, old)], new)
+        cur = self.ns.chunk_info(cid)
+        if made and cur is not None and cur[2] == new:
+            logger.info("chunk %d: set the replica on %s back to version %d", cid, sid, new)
+            self.registry.add_replicas(cid, [sid])
+
+    async def _copy(self, job: CopyJob, limiter: trio.CapacityLimiter) -> None:
+        cid = job.chunk_id
+        pool = self._require_pool()
+        try:
+            async with limiter:
+                t0 = trio.current_time()
+                await pool.call(
+                    job.target.address,
+                    "chunk.replicate",
+                    {
+                        "chunk_id": cid,
+                        "version": job.version,
+                        "source": job.source.server(),
+                        "rate": self.rate / self.jobs,
+                    },
+                    timeout=max(60.0, 4 * job.length / (self.rate / self.jobs)),
+                )
+            cur = self.ns.chunk_info(cid)
+            if cur is None or cur[2] != job.version or self.lease_active(cid, trio.current_time()):
+                # Deleted, or written at a new version while we copied: the copy is stale.
+                self.registry.remove_replica(cid, job.target.id)
+            else:
+                self.registry.add_replicas(cid, [job.target.id])
+                self.stats["copies"] += 1
+                logger.info(
+                    "chunk %d: copied %s -> %s in %.2f s (%d live replicas before)",
+                    cid,
+                    job.source.id,
+                    job.target.id,
+                    trio.current_time() - t0,
+                    job.live,
+                )
+        except DfsError as exc:
+            self.stats["copy_failures"] += 1
+            logger.warning(
+                "chunk %d: copy %s -> %s failed: %s", cid, job.source.id, job.target.id, exc
+            )
+        finally:
+            self._copying.discard(cid)
+            self.registry.suspects.add(cid)
+
+    # ------------------------------------------------------------------ lease ends
+    def _prune_leases(self, now: float) -> None:
+        """A follower keeps the leases it applied for ten lease periods (renewals happen on
+        the leader only), so that if it becomes leader it still checks those chunks."""
+        old = [c for c, until in self.registry.leases.items() if until + 9 * self.lease < now]
+        for cid in old:
+            del self.registry.leases[cid]
+
+    def _end_leases(self, nursery: trio.Nursery, now: float) -> None:
+        since = self._leader_since()
+        if since is None:
+            return
+        ended = [
+            cid
+            for cid, until in self.registry.leases.items()
+            if max(until, since + self.lease) <= now
+        ]
+        for cid in ended:
+            del self.registry.leases[cid]
+            nursery.start_soon(self._check_replicas_agree, cid)
+
+    async def _check_replicas_agree(self, cid: ChunkId) -> None:
+        """After a lease: the valid replicas must hold identical bytes (see module doc)."""
+        async with self._grant_lock(cid):
+            info = self.ns.chunk_info(cid)
+            if info is None or self.lease_active(cid, trio.current_time()):
+                return
+            version = int(info[2])
+            live = self.registry.valid_servers(cid, trio.current_time())
+            if len(live) < 2:
+                return
+            pool = self._require_pool()
+            seen: dict[str, tuple[int, int]] = {}
+
+            async def ask(server: ChunkserverInfo) -> None:
+                try:
+                    r = await pool.call(
+                        server.address,
+                        "chunk.info",
+                        {"chunk_id": cid},
+                        timeout=CONTROL_TIMEOUT,
+                        fail_fast=True,
+                    )
+                except DfsError as exc:
+                    logger.info("chunk %d: no digest from %s: %s", cid, server.id, exc)
+                    return
+                if int(r["version"]) == version:
+                    seen[server.id] = (int(r["length"]), int(r["digest"]))
+
+            async with trio.open_nursery() as nursery:
+                for s in live:
+                    nursery.start_soon(ask, s)
+            if len(set(seen.values())) <= 1:
+                return
+            # Longest first, then the lowest id: a deterministic authority.
+            authority = sorted(seen, key=lambda sid: (-seen[sid][0], sid))[0]
+            logger.warning(
+                "chunk %d: replicas differ after a write lease ended (%s); keeping %s",
+                cid,
+                {sid: f"{n} bytes/{d:016x}" for sid, (n, d) in sorted(seen.items())},
+                authority,
+            )
+            server = self.registry.servers[authority]
+            new = self.next_version()
+            if not await self._set_versions(cid, [(server, version)], new):
+                return
+            await self._propose(
+                "set_version",
+                chunk_id=cid,
+                version=new,
+                from_version=version,
+                servers=[authority],
+            )
+            self.stats["recoveries"] += 1
