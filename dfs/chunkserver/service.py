@@ -30,7 +30,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Final, TypeVar
@@ -152,6 +153,8 @@ class ChunkService:
         self._report_timeout = report_timeout
         self._stats = ChunkServiceStatistics()
         self._reporting: set[tuple[int, int]] = set()
+        #: Byte ranges of chunks with updates in flight from this head (see ``_ordered``).
+        self._ranges: dict[int, list[tuple[int, int, trio.Event]]] = {}
         #: Chunks a ``chunk.replicate`` is pulling right now.
         self._copying: set[int] = set()
         self._nursery: trio.Nursery | None = None
@@ -210,7 +213,8 @@ class ChunkService:
         async def local() -> int:
             return await self.disk(self.store.write, chunk_id, version, offset, data, sync)
 
-        length = await self._replicate("chunk.write", forward, chain, local)
+        async with self._ordered(peer, chunk_id, offset, offset + len(data)):
+            length = await self._replicate("chunk.write", forward, chain, local)
         self._stats.writes += 1
         self._stats.bytes_written += len(data)
         return {"length": length}
@@ -246,7 +250,10 @@ class ChunkService:
         async def local() -> int:
             return await self.disk(self.store.write_extents, chunk_id, version, extents, sync)
 
-        length = await self._replicate("chunk.write_extents", forward, chain, local)
+        lo = min((o for o, _ in extents), default=0)
+        hi = max((o + len(d) for o, d in extents), default=0)
+        async with self._ordered(peer, chunk_id, lo, hi):
+            length = await self._replicate("chunk.write_extents", forward, chain, local)
         self._stats.writes += 1
         self._stats.bytes_written += total
         return {"length": length}
@@ -263,7 +270,8 @@ class ChunkService:
         async def local() -> None:
             await self.disk(self.store.truncate, chunk_id, version, length, sync)
 
-        await self._replicate("chunk.truncate", forward, chain, local)
+        async with self._ordered(peer, chunk_id, 0, CHUNK_SIZE):
+            await self._replicate("chunk.truncate", forward, chain, local)
         self._stats.truncates += 1
         return None
 
@@ -406,6 +414,34 @@ class ChunkService:
         self._stats.bytes_read += len(data)
         return data
 
+    # ---- ordering ----
+    @asynccontextmanager
+    async def _ordered(self, peer: Peer, chunk_id: int, lo: int, hi: int) -> AsyncIterator[None]:
+        """At the head of a chain (a request not forwarded by a chunkserver): hold the byte
+        range ``[lo, hi)`` of the chunk until the update is done on every replica.
+        Overlapping updates from different writers therefore reach every replica in the same
+        order (the head's), so replicas never differ; disjoint ones run in parallel (their
+        order does not matter: they commute, zero-filling past the end included).
+        Downstream servers apply what the head sends in the order it arrives."""
+        if peer.role is Role.CHUNKSERVER:  # forwarded from the head: already ordered
+            yield
+            return
+        held = self._ranges.setdefault(chunk_id, [])
+        while True:
+            blocker = next((r for r in held if r[0] < hi and lo < r[1]), None)
+            if blocker is None:
+                break
+            await blocker[2].wait()
+        mine = (lo, max(hi, lo + 1), trio.Event())
+        held.append(mine)
+        try:
+            yield
+        finally:
+            held.remove(mine)
+            if not held:
+                self._ranges.pop(chunk_id, None)
+            mine[2].set()
+
     # ---- replication ----
     async def _replicate(
         self,
@@ -434,6 +470,9 @@ class ChunkService:
                     method,
                     {**params, "chain": [s.to_wire() for s in rest]},
                     timeout=timeout,
+                    # An unreachable replica fails the update at once: the writer gets a
+                    # new lease without it instead of waiting for it to come back.
+                    fail_fast=True,
                 )
             except DfsError as exc:
                 remote_error.append(exc)

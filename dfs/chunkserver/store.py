@@ -126,6 +126,10 @@ def _pread_nowait(fd: int, size: int, offset: int) -> bytes:
     return bytes(buf)
 
 
+#: The version of a newly allocated chunk (its first write lease).
+FIRST_VERSION = 1
+
+
 def _check_ids(chunk_id: int, version: int) -> None:
     if not 0 <= chunk_id < 2**64:
         raise InvalidArgument(f"chunk id {chunk_id} out of range")
@@ -402,6 +406,10 @@ class ChunkStore:
 
         One header update (same length and tail checksum, next ``seq``), not synced: a replica
         whose header reverts in a crash is merely stale, and the next ``sync`` makes it durable.
+
+        A chunk at version 1 (new, in its first write lease) exists on a chunkserver only once
+        a write reached it, exactly as a write would create it: moving an absent chunk from
+        version 1 creates it empty at ``new_version``.
         """
         _check_ids(chunk_id, version)
         _check_ids(chunk_id, new_version)
@@ -412,6 +420,9 @@ class ChunkStore:
                 info = self._index.get(chunk_id)
             if info is not None and info.version == new_version:
                 return info.length
+            if info is None and version == FIRST_VERSION:
+                self._reserve(chunk_id, layout.SIDECAR_SIZE)
+                self._create(chunk_id, version)
             info = self._get(chunk_id, version)
             files = self._acquire(chunk_id)
             self._mark_dirty(chunk_id)

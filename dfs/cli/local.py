@@ -100,7 +100,45 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _create(state: Path, mountpoint: Path, chunkservers: int, metaservers: int) -> LocalCluster:
+def parse_settings(items: list[str]) -> dict[str, dict[str, Any]]:
+    """``["metaserver.replication_grace=30", ...]`` -> ``{"metaserver": {...}}``, checked
+    against the config classes (a LocalError names the bad item)."""
+    import tomllib
+
+    from dfs.config import ChunkserverConfig, ClientConfig, MetaserverConfig
+
+    classes: dict[str, Any] = {
+        "metaserver": MetaserverConfig,
+        "chunkserver": ChunkserverConfig,
+        "client": ClientConfig,
+    }
+    fixed = {"id", "listen", "data_dir", "members", "zone"}
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        section, dot, name = key.strip().partition(".")
+        if not sep or not dot or section not in classes:
+            raise LocalError(
+                f"--set {item!r}: expected SECTION.KEY=VALUE with SECTION one of "
+                f"{', '.join(classes)}"
+            )
+        if name not in classes[section].__dataclass_fields__ or name in fixed:
+            raise LocalError(f"--set {item!r}: [{section}] has no setting {name!r} to change")
+        try:
+            value = tomllib.loads(f"v = {raw.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw.strip()  # a bare word: a string
+        out.setdefault(section, {})[name] = value
+    return out
+
+
+def _create(
+    state: Path,
+    mountpoint: Path,
+    chunkservers: int,
+    metaservers: int,
+    settings: dict[str, dict[str, Any]] | None = None,
+) -> LocalCluster:
     """Lay out a new state directory: CA, certificates, configs.  The metaservers form a new
     Raft group (a new state directory only: existing data never joins a new group)."""
     from dfs.security.ca import init_ca, issue_certificate
@@ -142,6 +180,7 @@ def _create(state: Path, mountpoint: Path, chunkservers: int, metaservers: int) 
                 "listen": p.address,
                 "data_dir": data_dir,
                 "members": members,
+                **(settings or {}).get("metaserver", {}),
             }
         else:
             tables["chunkserver"] = {
@@ -149,6 +188,7 @@ def _create(state: Path, mountpoint: Path, chunkservers: int, metaservers: int) 
                 "listen": p.address,
                 "data_dir": data_dir,
                 "zone": p.id,
+                **(settings or {}).get("chunkserver", {}),
             }
         write_config(state / f"{p.id}.toml", tables)
     for name, role in (("client", Role.CLIENT), ("admin", Role.ADMIN)):
@@ -158,7 +198,7 @@ def _create(state: Path, mountpoint: Path, chunkservers: int, metaservers: int) 
             {
                 "cluster": {"metaservers": metas},
                 "tls": {"ca": str(files.ca_cert), "cert": str(files.cert), "key": str(files.key)},
-                "client": {},
+                "client": dict((settings or {}).get("client", {})),
             },
         )
     cluster.save()
@@ -249,12 +289,15 @@ def _wait_ready(state: Path, proc: ProcSpec, child: subprocess.Popen[bytes] | No
 def cmd_up(args: argparse.Namespace) -> int:
     state = Path(args.dir).expanduser().absolute()
     new = not (state / "cluster.json").exists()
+    settings = parse_settings(getattr(args, "set", None) or [])
+    if settings and not new:
+        raise LocalError(f"--set applies to a new cluster only; edit the configs in {state}")
     if new:
         if state.exists() and any(state.iterdir()):
             raise LocalError(f"{state} exists, is not empty and holds no local cluster")
         mountpoint = Path(args.mount).expanduser().absolute() if args.mount else state / "mnt"
         state.mkdir(parents=True, exist_ok=True)
-        cluster = _create(state, mountpoint, args.chunkservers, args.metaservers)
+        cluster = _create(state, mountpoint, args.chunkservers, args.metaservers, settings)
     else:
         cluster = LocalCluster.load(state)
         if args.mount and Path(args.mount).expanduser().absolute() != cluster.mountpoint:

@@ -206,6 +206,14 @@ def build_parser() -> argparse.ArgumentParser:
         choices=(1, 3, 5),
         help="metaservers in the Raft group (new state only)",
     )
+    up.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="a config setting for every daemon with that section, e.g. "
+        "metaserver.replication_grace=30 (TOML value; new state only; repeatable)",
+    )
     down = local_sub.add_parser("down", help="unmount and stop everything")
     down.add_argument("--dir", default=str(DEFAULT_STATE_DIR), help="state directory")
     st = local_sub.add_parser("status", help="list the local cluster's processes")

@@ -497,6 +497,8 @@ class RpcChunkClient:
                 method,
                 {"chunk_id": chunk.chunk_id, "chain": [s.to_wire() for s in rest], **params},
                 timeout=self._timeout,
+                # An unreachable replica is dropped by a new lease: do not wait for it.
+                fail_fast=True,
             )
         except DfsError as exc:
             # The head answers naming the replica that failed; no answer blames the head.

@@ -135,23 +135,37 @@ def plan(
     for live_count, cid in wanted:
         if len(out.copies) >= max_copies:
             break
-        job = _copy_job(registry, cid, now, live_count)
+        job = _copy_job(registry, cid, now, live_count, out)
         if job is not None:
             out.copies.append(job)
     return out
 
 
-def _copy_job(registry: Registry, cid: ChunkId, now: float, live_count: int) -> CopyJob | None:
+def _copy_job(
+    registry: Registry, cid: ChunkId, now: float, live_count: int, out: Plan
+) -> CopyJob | None:
     ns = registry.namespace
     info = ns.chunk_info(cid)
     assert info is not None
     ino, index, version = info
     node = ns.inodes[InodeId(ino)]
     sources = registry.valid_servers(cid, now)
-    holders = registry.locations.get(cid, set())
     try:
-        (target,) = registry.place(1, now, exclude=holders, zones={s.zone for s in sources})
-    except (NoSpace, ValueError):
+        (target,) = registry.place(
+            1,
+            now,
+            exclude=registry.copy_exclusions(cid, now),
+            zones={s.zone for s in sources},
+        )
+    except NoSpace:
+        # No server without a copy: clear a stale or corrupt copy on a live server, so that
+        # server can take a fresh one in a later pass (a deletion in flight must not meet
+        # the new copy).
+        useless = set(registry.stale.get(cid, {})) | registry.bad.get(cid, set())
+        for sid in sorted(useless):
+            if registry.is_alive(sid, now):
+                out.deletes.append((cid, sid, "making room for a fresh copy"))
+                break
         return None
     source = random.choice(sources)
     length = max(0, min(CHUNK_SIZE, node.size - index * CHUNK_SIZE))
@@ -200,6 +214,9 @@ class ChunkKeeper:
             self._version_term, self._version_n = term, 0
         self._version_n += 1
         return (term << 32) | self._version_n
+
+    def copying(self) -> int:
+        return len(self._copying)
 
     def lease_active(self, cid: ChunkId, now: float) -> bool:
         return self.registry.leases.get(cid, float("-inf")) > now

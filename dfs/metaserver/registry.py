@@ -87,6 +87,9 @@ class Registry:
         #: Chunkservers the leader announced in the log as registered (see MetaService).
         self.expected: set[str] = set()
         self._delete: dict[str, set[ChunkId]] = {}
+        #: server -> {chunk: time} of deletions handed out recently (the server may not have
+        #: carried them out yet: no copy of that chunk goes there meanwhile).
+        self._handed: dict[str, dict[ChunkId, float]] = {}
         self.bad: dict[ChunkId, set[str]] = {}
         #: chunk -> {server: version} of replicas older / newer than the map's version.
         self.stale: dict[ChunkId, dict[str, int]] = {}
@@ -118,10 +121,13 @@ class Registry:
         self.servers[server_id] = ChunkserverInfo(server_id, address, zone, capacity, free, now)
         held: set[ChunkId] = set()
         self._held[server_id] = held
+        doomed = self._delete.get(server_id, set())
         ns = self.namespace
         unknown = stale = orphans = 0
         for raw_cid, version in chunks:
             cid = ChunkId(raw_cid)
+            if cid in doomed:
+                continue  # its deletion is queued (stale, corrupt, trimmed): it is going away
             info = ns.chunk_info(cid)
             if info is None:
                 if 0 < cid < ns.next_chunk_id:
@@ -168,6 +174,9 @@ class Registry:
             raise NotFound(f"chunkserver {server_id!r} was gone too long; register again")
         if not info.alive:
             logger.info("chunkserver %s is back", server_id)
+            # Chunks whose upkeep waited for it (under goal while it was away) are looked at
+            # again: maybe they are at their goal now and stale copies can go.
+            self.suspects.update(self._held.get(server_id, ()))
         info.capacity, info.free, info.reserved = capacity, free, 0
         info.last_heartbeat = now
         info.alive = True
@@ -180,10 +189,15 @@ class Registry:
                 del orphans[cid]
             if due:
                 logger.info("deleting %d orphan chunk(s) on %s", len(due), server_id)
+        handed = self._handed.setdefault(server_id, {})
+        for cid in [c for c, t in handed.items() if now - t > self.timeout]:
+            del handed[cid]
         pending = self._delete.get(server_id)
         if not pending:
             return []
         self._delete[server_id] = set()
+        for cid in pending:
+            handed[cid] = now
         return sorted(pending)
 
     def report_bad(self, *, server_id: str, chunk_id: int, version: int, reason: str) -> bool:
@@ -289,6 +303,22 @@ class Registry:
                 if not bad:
                     del self.bad[cid]
         self.suspects.add(cid)
+
+    def copy_exclusions(self, chunk_id: int, now: float) -> set[str]:
+        """Servers a new copy of the chunk must not go to: those holding any copy of it
+        (valid, stale, ahead, bad) and those with a deletion of it pending or just handed
+        out (it could remove the new copy)."""
+        cid = ChunkId(chunk_id)
+        out = set(self.locations.get(cid, ()))
+        out.update(self.stale.get(cid, {}), self.ahead.get(cid, {}), self.bad.get(cid, ()))
+        for sid, doomed in self._delete.items():
+            if cid in doomed:
+                out.add(sid)
+        for sid, handed in self._handed.items():
+            t = handed.get(cid)
+            if t is not None and now - t <= self.timeout:
+                out.add(sid)
+        return out
 
     def set_version(self, chunk_id: int, old_version: int, server_ids: Iterable[str]) -> None:
         """The chunk moved to a new version on ``server_ids`` only; every other valid replica

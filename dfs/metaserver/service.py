@@ -213,6 +213,11 @@ class MetaService:
             cid = result["chunk_id"]
             self.registry.add_replicas(cid, command.get("servers", ()))
             self.registry.leases[cid] = trio.current_time() + self.keeper.lease
+        elif op == "setgoal":
+            node = self.ns.inodes.get(command["ino"])
+            if node is not None and node.chunks:
+                # The replicator copies or trims the file's chunks to the new goal.
+                self.registry.suspects.update(node.chunks.values())
         elif op == "set_version":
             cid = result["chunk_id"]
             self.registry.set_version(
@@ -752,5 +757,12 @@ class MetaService:
                 "under_goal": under,
                 "missing": missing,
                 "bad_replicas": sum(len(h) for h in self.registry.bad.values()),
+                "stale_replicas": sum(len(h) for h in self.registry.stale.values()),
+            },
+            "replication": {
+                **self.keeper.stats,
+                "suspects": len(self.registry.suspects),
+                "copying": self.keeper.copying(),
+                "write_leases": len(self.registry.leases),
             },
         }

@@ -323,3 +323,21 @@ async def test_write_extents_lands_on_all_replicas(tmp_path: Path) -> None:
                     {"chunk_id": CID, "version": V, "extents": bad, "chain": []},
                     timeout=30,
                 )
+
+
+async def test_overlapping_writers_are_ordered_by_the_head(tmp_path: Path) -> None:
+    """Many writers racing on the same bytes through one head: every replica ends up with
+    the same bytes (the head holds overlapping ranges until all replicas applied them)."""
+    async with running_cluster(tmp_path) as cl:
+        await write(cl, 0, [1, 2], 0, bytes(4 * BLOCK_SIZE))
+
+        async def writer(seed: int) -> None:
+            for k in range(10):
+                offset = (seed * 7919 + k * 104729) % (3 * BLOCK_SIZE)
+                await write(cl, 0, [1, 2], offset, pattern(BLOCK_SIZE // 2 + seed * 97, seed + k))
+
+        async with trio.open_nursery() as nursery:
+            for seed in range(8):
+                nursery.start_soon(writer, seed)
+        copies = [await read(cl, i) for i in range(3)]
+        assert copies[0] == copies[1] == copies[2]

@@ -185,3 +185,13 @@ def test_clean_marker_syncs_only_unsynced_chunks(
         monkeypatch.setattr(os, "fdatasync", counting)
         s.mark_clean_shutdown()
     assert len(synced) == 4  # data and sidecar of chunks 2 and 3
+
+
+def test_an_unwritten_first_version_chunk_is_bumped_as_empty(store: ChunkStore) -> None:
+    # A new chunk exists on a replica only once a write reached it; a lease bump from
+    # version 1 treats the absent chunk as the empty chunk a write would have created.
+    assert store.set_version(CID, 1, 9) == 0
+    assert store.list_chunks() == [(CID, 9, 0)]
+    assert store.read(CID, 9, 0, 10) == b""
+    with pytest.raises(ChunkNotFound):  # any later version: absent means lost
+        store.set_version(CID + 1, 2, 9)
