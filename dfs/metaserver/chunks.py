@@ -99,12 +99,16 @@ def plan(
         if info is None:
             done.append(cid)
             continue
-        if cid in busy:
-            continue
         ino, _index, version = info
         goal = ns.inodes[InodeId(ino)].goal
         live = registry.valid_servers(cid, now)
         valid = registry.locations.get(cid, set())
+        if cid in busy:
+            # Being written or copied: no copy, no trim (it stays a suspect), but stale and
+            # corrupt copies can go as soon as the goal is met.
+            if len(live) >= goal:
+                _clean(registry, cid, out)
+            continue
         keep = False
         for sid, v in registry.ahead.get(cid, {}).items():
             if registry.is_alive(sid, now):
@@ -123,10 +127,7 @@ def plan(
             for s in victims[: len(live) - goal]:
                 out.deletes.append((cid, s.id, "over goal"))
         if len(live) >= goal:
-            for sid in registry.stale.get(cid, {}):
-                out.deletes.append((cid, sid, "stale"))
-            for sid in registry.bad.get(cid, set()):
-                out.deletes.append((cid, sid, "corrupt"))
+            _clean(registry, cid, out)
         if not keep:
             done.append(cid)
     for cid in done:
@@ -139,6 +140,14 @@ def plan(
         if job is not None:
             out.copies.append(job)
     return out
+
+
+def _clean(registry: Registry, cid: ChunkId, out: Plan) -> None:
+    """Delete the chunk's stale and corrupt copies (the caller checked the goal is met)."""
+    for sid in registry.stale.get(cid, {}):
+        out.deletes.append((cid, sid, "stale"))
+    for sid in registry.bad.get(cid, set()):
+        out.deletes.append((cid, sid, "corrupt"))
 
 
 def _copy_job(
