@@ -299,7 +299,12 @@ class Chunkserver:
             while True:
                 await trio.sleep(interval)
                 capacity, free = await service.disk(self._space, service.store)
-                params: dict[str, Any] = {"id": self._cfg.id, "capacity": capacity, "free": free}
+                params: dict[str, Any] = {
+                    "id": self._cfg.id,
+                    "capacity": capacity,
+                    "free": free,
+                    "load": service.load(),
+                }
                 if self.session_id is None:
                     await self._open_session(link, timeout)
                 if self.session_id is not None:

@@ -113,6 +113,31 @@ def parse_chain(p: Params) -> list[ChainServer]:
     return chain
 
 
+def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sorted, disjoint ``[lo, hi)`` ranges covering ``ranges`` (empty ones count as 1 byte,
+    so an empty write still orders against writes at its offset)."""
+    out: list[tuple[int, int]] = []
+    for lo, hi in sorted((lo, max(hi, lo + 1)) for lo, hi in ranges):
+        if out and lo <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], hi))
+        else:
+            out.append((lo, hi))
+    return out
+
+
+def _overlap(a: list[tuple[int, int]], b: list[tuple[int, int]]) -> bool:
+    """Whether two sorted, disjoint range lists share a byte (a linear walk)."""
+    i = j = 0
+    while i < len(a) and j < len(b):
+        if a[i][1] <= b[j][0]:
+            i += 1
+        elif b[j][1] <= a[i][0]:
+            j += 1
+        else:
+            return True
+    return False
+
+
 def _blame(exc: DfsError, server: ChainServer) -> DfsError:
     """``exc`` with ``server`` recorded as the failed replica (same error class and code)."""
     details = dict(exc.details)
@@ -154,13 +179,18 @@ class ChunkService:
         self._stats = ChunkServiceStatistics()
         self._reporting: set[tuple[int, int]] = set()
         #: Byte ranges of chunks with updates in flight from this head (see ``_ordered``).
-        self._ranges: dict[int, list[tuple[int, int, trio.Event]]] = {}
+        self._ranges: dict[int, list[tuple[list[tuple[int, int]], trio.Event]]] = {}
         #: Chunks a ``chunk.replicate`` is pulling right now.
         self._copying: set[int] = set()
         self._nursery: trio.Nursery | None = None
 
     def statistics(self) -> ChunkServiceStatistics:
         return ChunkServiceStatistics(**vars(self._stats))
+
+    def load(self) -> int:
+        """Disk operations running or queued now (reported in heartbeats)."""
+        st = self._limiter.statistics()
+        return int(st.borrowed_tokens) + int(st.tasks_waiting)
 
     def set_address(self, address: str) -> None:
         """The advertised address, known only once the RPC server is bound."""
@@ -213,7 +243,7 @@ class ChunkService:
         async def local() -> int:
             return await self.disk(self.store.write, chunk_id, version, offset, data, sync)
 
-        async with self._ordered(peer, chunk_id, offset, offset + len(data)):
+        async with self._ordered(peer, chunk_id, [(offset, offset + len(data))]):
             length = await self._replicate("chunk.write", forward, chain, local)
         self._stats.writes += 1
         self._stats.bytes_written += len(data)
@@ -250,9 +280,7 @@ class ChunkService:
         async def local() -> int:
             return await self.disk(self.store.write_extents, chunk_id, version, extents, sync)
 
-        lo = min((o for o, _ in extents), default=0)
-        hi = max((o + len(d) for o, d in extents), default=0)
-        async with self._ordered(peer, chunk_id, lo, hi):
+        async with self._ordered(peer, chunk_id, [(o, o + len(d)) for o, d in extents]):
             length = await self._replicate("chunk.write_extents", forward, chain, local)
         self._stats.writes += 1
         self._stats.bytes_written += total
@@ -270,7 +298,7 @@ class ChunkService:
         async def local() -> None:
             await self.disk(self.store.truncate, chunk_id, version, length, sync)
 
-        async with self._ordered(peer, chunk_id, 0, CHUNK_SIZE):
+        async with self._ordered(peer, chunk_id, [(0, CHUNK_SIZE)]):
             await self._replicate("chunk.truncate", forward, chain, local)
         self._stats.truncates += 1
         return None
@@ -416,9 +444,11 @@ class ChunkService:
 
     # ---- ordering ----
     @asynccontextmanager
-    async def _ordered(self, peer: Peer, chunk_id: int, lo: int, hi: int) -> AsyncIterator[None]:
+    async def _ordered(
+        self, peer: Peer, chunk_id: int, ranges: list[tuple[int, int]]
+    ) -> AsyncIterator[None]:
         """At the head of a chain (a request not forwarded by a chunkserver): hold the byte
-        range ``[lo, hi)`` of the chunk until the update is done on every replica.
+        ranges of the chunk an update touches until it is done on every replica.
         Overlapping updates from different writers therefore reach every replica in the same
         order (the head's), so replicas never differ; disjoint ones run in parallel (their
         order does not matter: they commute, zero-filling past the end included).
@@ -426,21 +456,22 @@ class ChunkService:
         if peer.role is Role.CHUNKSERVER:  # forwarded from the head: already ordered
             yield
             return
+        mine = _merge(ranges)
         held = self._ranges.setdefault(chunk_id, [])
         while True:
-            blocker = next((r for r in held if r[0] < hi and lo < r[1]), None)
+            blocker = next((e for r, e in held if _overlap(r, mine)), None)
             if blocker is None:
                 break
-            await blocker[2].wait()
-        mine = (lo, max(hi, lo + 1), trio.Event())
-        held.append(mine)
+            await blocker.wait()
+        entry = (mine, trio.Event())
+        held.append(entry)
         try:
             yield
         finally:
-            held.remove(mine)
+            held.remove(entry)
             if not held:
                 self._ranges.pop(chunk_id, None)
-            mine[2].set()
+            entry[1].set()
 
     # ---- replication ----
     async def _replicate(

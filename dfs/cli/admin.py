@@ -78,6 +78,8 @@ def cmd_status(args: argparse.Namespace, config_path: Path) -> int:
         warnings.append(f"{counts['missing']} chunks have no live replica")
     if counts.get("under_goal"):
         warnings.append(f"{counts['under_goal']} chunks are below their replication goal")
+    if counts.get("bad_replicas"):
+        warnings.append(f"{counts['bad_replicas']} corrupt replicas (being replaced)")
     for w in warnings:
         print(f"WARNING: {w}")
     print("metaservers:")
@@ -91,9 +93,13 @@ def cmd_status(args: argparse.Namespace, config_path: Path) -> int:
         print(
             f"  {c.get('id')}  {c.get('address')}  zone {c.get('zone')}  {c.get('state')}"
             f"  used {_human(c.get('used', 0))} of {_human(c.get('capacity', 0))}"
-            f"  chunks {c.get('chunks')}  heartbeat {c.get('last_heartbeat_age', 0):.1f}s ago"
+            f"  chunks {c.get('chunks')}  load {c.get('load', 0)}"
+            f"  heartbeat {c.get('last_heartbeat_age', 0):.1f}s ago"
         )
     print("namespace: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    rep = status.get("replication")
+    if rep:
+        print("replication: " + ", ".join(f"{k} {v}" for k, v in rep.items()))
     return 1 if warnings else 0
 
 

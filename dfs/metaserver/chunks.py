@@ -176,7 +176,9 @@ def _copy_job(
                 out.deletes.append((cid, sid, "making room for a fresh copy"))
                 break
         return None
-    source = random.choice(sources)
+    # The least busy replica is the source (ties: any, to spread the copies).
+    least = min(s.load for s in sources)
+    source = random.choice([s for s in sources if s.load == least])
     length = max(0, min(CHUNK_SIZE, node.size - index * CHUNK_SIZE))
     return CopyJob(cid, version, source, target, live_count, length)
 

@@ -57,6 +57,8 @@ class ChunkserverInfo:
     reserved: int = 0
     #: Gone for longer than the grace period: its replicas no longer count.
     gone: bool = False
+    #: Disk operations running or queued at its last heartbeat.
+    load: int = 0
 
     def full(self) -> bool:
         """Too full for new chunks or copies (less than 1 % of its capacity or 4 MiB free)."""
@@ -163,7 +165,9 @@ class Registry:
             orphans,
         )
 
-    def heartbeat(self, *, server_id: str, capacity: int, free: int, now: float) -> list[ChunkId]:
+    def heartbeat(
+        self, *, server_id: str, capacity: int, free: int, now: float, load: int = 0
+    ) -> list[ChunkId]:
         """Record a heartbeat; return (and forget) the chunk ids this server should delete."""
         info = self.servers.get(server_id)
         if info is None:
@@ -177,7 +181,7 @@ class Registry:
             # Chunks whose upkeep waited for it (under goal while it was away) are looked at
             # again: maybe they are at their goal now and stale copies can go.
             self.suspects.update(self._held.get(server_id, ()))
-        info.capacity, info.free, info.reserved = capacity, free, 0
+        info.capacity, info.free, info.reserved, info.load = capacity, free, 0, load
         info.last_heartbeat = now
         info.alive = True
         orphans = self.orphans.get(server_id)
@@ -446,6 +450,7 @@ class Registry:
                 "used": max(0, s.capacity - s.free),
                 "state": "gone" if s.gone else "alive" if self._alive(s, now) else "dead",
                 "last_heartbeat_age": now - s.last_heartbeat,
+                "load": s.load,
                 "chunks": len(self._held.get(s.id, ())),
                 "bad_replicas": sum(1 for holders in self.bad.values() if s.id in holders),
             }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import socket
 from pathlib import Path
 
@@ -341,3 +342,28 @@ async def test_overlapping_writers_are_ordered_by_the_head(tmp_path: Path) -> No
                 nursery.start_soon(writer, seed)
         copies = [await read(cl, i) for i in range(3)]
         assert copies[0] == copies[1] == copies[2]
+
+
+def test_range_overlap_matches_brute_force() -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from dfs.chunkserver.service import _merge, _overlap
+
+    ranges = st.lists(
+        st.tuples(st.integers(0, 200), st.integers(0, 40)).map(lambda t: (t[0], t[0] + t[1])),
+        max_size=8,
+    )
+
+    def cells(rs: list[tuple[int, int]]) -> set[int]:
+        return {x for lo, hi in rs for x in range(lo, max(hi, lo + 1))}
+
+    @settings(max_examples=300, deadline=None)
+    @given(ranges, ranges)
+    def check(a: list[tuple[int, int]], b: list[tuple[int, int]]) -> None:
+        ma, mb = _merge(a), _merge(b)
+        assert cells(ma) == cells(a)
+        assert all(x[1] < y[0] for x, y in itertools.pairwise(ma))
+        assert _overlap(ma, mb) == bool(cells(a) & cells(b))
+
+    check()
