@@ -582,7 +582,7 @@ class MetaService:
             capacity=p.int("capacity", min=0),
             free=p.int("free", min=0),
             now=trio.current_time(),
-            load=p.opt_int("load", 0, min=0, max=_U32),
+            load=p.opt_int("load", 0, min=0, max=_U32) or 0,
         )
         reply: dict[str, Any] = {"delete": delete}
         if "session" in p:

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -61,14 +62,21 @@ async def _run_cancellable(
 
 @asynccontextmanager
 async def inprocess_cluster(
-    tmp: Path, *, chunkservers: int = 3, write_buffer: int = 8 << 20
+    tmp: Path,
+    *,
+    chunkservers: int = 3,
+    write_buffer: int = 8 << 20,
+    meta_options: dict[str, Any] | None = None,
 ) -> AsyncIterator[InProcessCluster]:
+    """``meta_options``: extra ``MetaserverConfig`` settings (e.g. a short ``write_lease``)."""
     certs = make_cluster_certs(tmp)
     meta_cfg = Config(
         path=None,
         cluster=ClusterConfig(metaservers=("127.0.0.1:0",)),
         tls=certs[Role.METASERVER],
-        metaserver=MetaserverConfig(id="m1", listen="127.0.0.1:0", data_dir=tmp / "meta"),
+        metaserver=MetaserverConfig(
+            id="m1", listen="127.0.0.1:0", data_dir=tmp / "meta", **(meta_options or {})
+        ),
     )
     async with trio.open_nursery() as nursery:
         meta_address: str = await nursery.start(run_metaserver, meta_cfg)
