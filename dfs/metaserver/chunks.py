@@ -87,14 +87,24 @@ def plan(
     *,
     busy: set[ChunkId],
     max_copies: int,
+    max_examine: int = 50_000,
 ) -> Plan:
     """What to do about the suspect chunks now (pure: reads the registry and namespace,
-    only moves chunks out of ``registry.suspects`` once nothing is left to do for them)."""
+    only moves chunks out of ``registry.suspects`` once nothing is left to do for them).
+    At most ``max_examine`` suspects are looked at per call, so one pass never holds the
+    event loop for long (after a leader change every chunk is a suspect); the others wait
+    for the next pass."""
     ns = registry.namespace
     out = Plan()
     wanted: list[tuple[int, ChunkId]] = []
     done: list[ChunkId] = []
-    for cid in registry.suspects:
+    pending = list(registry.suspects)
+    if len(pending) > max_examine:
+        # A rotating window, so chunks kept waiting (busy, no room) do not starve the rest.
+        start = registry.scan_pos % len(pending)
+        pending = (pending[start:] + pending[:start])[:max_examine]
+        registry.scan_pos = start + max_examine
+    for cid in pending:
         info = ns.chunk_info(cid)
         if info is None:
             done.append(cid)

@@ -27,7 +27,7 @@ A server is alive while its last register/heartbeat is at most ``timeout`` secon
 clock; ``now`` is passed in so the logic is testable without a clock).  A server gone for
 longer than ``grace`` loses its replicas (``expire_gone``): the chunks become under-replicated
 and the replicator copies them.  Chunks whose replica set may need work are kept in
-``suspects`` (see ``dfs.metaserver.replication``).
+``suspects`` (see ``dfs.metaserver.chunks``).
 """
 
 from __future__ import annotations
@@ -100,6 +100,8 @@ class Registry:
         self.orphans: dict[str, dict[ChunkId, float]] = {}
         #: Chunks whose replica set may need work (copy, trim, clean up, undo a bump).
         self.suspects: set[ChunkId] = set()
+        #: Where the planner's bounded window over ``suspects`` starts next time.
+        self.scan_pos = 0
         #: Write leases: chunk -> time (trio clock) the lease ends unless renewed.  Set on
         #: every member when a lease is applied from the log, so a new leader knows which
         #: chunks were being written.

@@ -125,3 +125,15 @@ def test_deleted_chunks_leave_the_suspects() -> None:
     reg.suspects.add(cid)
     p = plan(reg, 1.0, busy=set(), max_copies=4)
     assert p.copies == [] and reg.suspects == set()
+
+
+def test_a_bounded_pass_rotates_over_the_suspects() -> None:
+    d, reg = cluster(3)
+    cids = [chunk(d, reg, b"f%d" % i, ["s1"], goal=2) for i in range(6)]
+    reg.suspects = set(cids)
+    busy = set(cids[:4])  # waiting chunks must not starve the others
+    seen: set[ChunkId] = set()
+    for _ in range(6):
+        p = plan(reg, 1.0, busy=busy, max_copies=10, max_examine=2)
+        seen.update(job.chunk_id for job in p.copies)
+    assert seen == set(cids[4:])
