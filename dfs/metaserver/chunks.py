@@ -8,7 +8,8 @@ bump (its server was down, or the bump failed there) is *stale* from then on: ch
 refuse reads and writes that name another version, so a stale replica is never served, and
 the replicator deletes it once the chunk is back at its goal.  While the lease lasts
 (``write_lease`` seconds, renewed by every ``alloc_chunk`` of the chunk) writers reuse the
-version.  A writer whose write failed on a replica names it (``failed``): the leader drops it
+version, as long as the lease was started by the current leader (a new leader bumps again: a
+replica on a chunkserver that has not registered with it yet must not keep the version).  A writer whose write failed on a replica names it (``failed``): the leader drops it
 and bumps the version on the others, and the writer sends the data again.
 
 Versions are ``term << 32 | n``: unique across leaders (one leader per term) and increasing,
@@ -226,6 +227,8 @@ class ChunkKeeper:
         self._version_n = 0
         self._grants: dict[ChunkId, trio.Lock] = {}
         self._copying: set[ChunkId] = set()
+        #: Chunks whose current lease this leader started (chunk -> term).
+        self._mine: dict[ChunkId, int] = {}
         self.stats = {"copies": 0, "copy_failures": 0, "deletes": 0, "bumps": 0, "recoveries": 0}
 
     # ------------------------------------------------------------------ leases
@@ -235,6 +238,10 @@ class ChunkKeeper:
             self._version_term, self._version_n = term, 0
         self._version_n += 1
         return (term << 32) | self._version_n
+
+    def placed(self, cid: ChunkId) -> None:
+        """A chunk this leader just allocated (its replicas are exactly the placed ones)."""
+        self._mine[cid] = self._term()
 
     def copying(self) -> int:
         return len(self._copying)
@@ -293,7 +300,13 @@ class ChunkKeeper:
                 force = True
             live = self.registry.valid_servers(cid, now)
             valid = self.registry.locations.get(cid, set())
-            if self.lease_active(cid, now) and not force and len(live) == len(valid) and live:
+            # Reuse the version only under a lease this leader started itself: then every
+            # replica that could hold the version is known (it was bumped or placed here).  A
+            # lease inherited from an earlier leader may have replicas on servers that have
+            # not registered with this one, which would miss the writes.
+            mine = self._mine.get(cid) == self._term()
+            whole = bool(live) and len(live) == len(valid)
+            if mine and whole and not force and self.lease_active(cid, now):
                 self.registry.leases[cid] = now + self.lease
                 return
             if not live:
@@ -318,6 +331,7 @@ class ChunkKeeper:
                     await self._set_versions(cid, [(s, new) for s in made], version)
                 raise
             self.stats["bumps"] += 1
+            self._mine[cid] = self._term()
             if len(made) < len(live):
                 logger.warning(
                     "chunk %d: version %d on %d of %d live replicas",
@@ -474,6 +488,7 @@ class ChunkKeeper:
         ]
         for cid in ended:
             del self.registry.leases[cid]
+            self._mine.pop(cid, None)
             nursery.start_soon(self._check_replicas_agree, cid)
 
     async def _check_replicas_agree(self, cid: ChunkId) -> None:

@@ -441,6 +441,8 @@ class MetaService:
             peer, p, "alloc_chunk", ino=ino, index=index, servers=[s.id for s in servers]
         )
         chunk = {k: result[k] for k in ("index", "chunk_id", "version")}
+        if result["created"]:
+            self.keeper.placed(ChunkId(result["chunk_id"]))
         return {**self._with_servers(chunk), "lease": self.keeper.lease}
 
     async def commit_write(self, peer: Peer, params: dict[str, Any]) -> Any:
