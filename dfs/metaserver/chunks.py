@@ -9,8 +9,9 @@ refuse reads and writes that name another version, so a stale replica is never s
 the replicator deletes it once the chunk is back at its goal.  While the lease lasts
 (``write_lease`` seconds, renewed by every ``alloc_chunk`` of the chunk) writers reuse the
 version, as long as the lease was started by the current leader (a new leader bumps again: a
-replica on a chunkserver that has not registered with it yet must not keep the version).  A writer whose write failed on a replica names it (``failed``): the leader drops it
-and bumps the version on the others, and the writer sends the data again.
+replica on a chunkserver that has not registered with it yet must not keep the version).
+A writer whose write failed on a replica names it (``failed``): the leader drops it and bumps
+the version on the others, and the writer sends the data again.
 
 Versions are ``term << 32 | n``: unique across leaders (one leader per term) and increasing,
 so a bump that reached some replicas but was never committed (the leader died in between)

@@ -89,8 +89,8 @@ class Registry:
         #: Chunkservers the leader announced in the log as registered (see MetaService).
         self.expected: set[str] = set()
         self._delete: dict[str, set[ChunkId]] = {}
-        #: server -> {chunk: time} of deletions handed out recently (the server may not have
-        #: carried them out yet: no copy of that chunk goes there meanwhile).
+        #: server -> {chunk: time} of deletions handed out in its last heartbeat answer (the
+        #: server may not have carried them out yet: no copy of that chunk goes there).
         self._handed: dict[str, dict[ChunkId, float]] = {}
         self.bad: dict[ChunkId, set[str]] = {}
         #: chunk -> {server: version} of replicas older / newer than the map's version.
@@ -195,9 +195,11 @@ class Registry:
                 del orphans[cid]
             if due:
                 logger.info("deleting %d orphan chunk(s) on %s", len(due), server_id)
+        # A chunkserver carries out the deletions of one heartbeat's answer before it sends
+        # the next heartbeat: those handed out earlier are done (or lost with the answer;
+        # then the chunk is junk that a copy may overwrite).
         handed = self._handed.setdefault(server_id, {})
-        for cid in [c for c, t in handed.items() if now - t > self.timeout]:
-            del handed[cid]
+        handed.clear()
         pending = self._delete.get(server_id)
         if not pending:
             return []
@@ -321,8 +323,7 @@ class Registry:
             if cid in doomed:
                 out.add(sid)
         for sid, handed in self._handed.items():
-            t = handed.get(cid)
-            if t is not None and now - t <= self.timeout:
+            if cid in handed:
                 out.add(sid)
         return out
 
