@@ -9,10 +9,10 @@ down afterwards).  With ``--moosefs`` the comparison is against MooseFS instead 
 folder, in the same sitting and interleaved: each round runs fsbench on a fresh dfs cluster
 (goal 2) and then on a fresh MooseFS cluster (``../shared/bench/moosefs-netns.sh``: Debian's
 stock MooseFS, goal 2, daemons on network-namespace hosts; needs the moosefs-master,
-moosefs-chunkserver and moosefs-client packages); the table shows each side's median over the
-rounds and the ratio.  ``--skip`` is passed to fsbench (e.g. ``files,dirs,tar`` for the data
-figures only).  The table printed at the end is in the Markdown format of
-``docs/benchmarks.md``.
+moosefs-chunkserver, moosefs-client and moosefs-cli packages); the table shows each side's
+median over the rounds and the ratio.  ``--skip`` is passed to fsbench (e.g.
+``files,dirs,tar`` for the data figures only).  The table printed at the end is in the
+Markdown format of ``docs/benchmarks.md``.
 """
 
 from __future__ import annotations

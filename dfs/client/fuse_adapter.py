@@ -238,7 +238,7 @@ class DfsOperations(Operations):
     async def flush(self, ctx: RequestContext, ino: int, fh: int, lock_owner: int) -> None:
         # close(2) returns after this: what the process wrote is on every replica and its size
         # is committed (close-to-open), and on disk too with fsync_on_close.
-        await self.vfs.flush(fh, sync=self.fsync_on_close)
+        await self.vfs.flush(fh, sync=self.fsync_on_close, closing=True)
 
     @_boundary
     async def release(

@@ -167,7 +167,16 @@ class MetaClient(Protocol):
         ``failed``/``version``/``code``: a replica failed an update at ``version``."""
         ...
 
-    async def commit_write(self, ino: InodeId, size: int, mtime_ns: int) -> InodeAttr: ...
+    async def commit_write(
+        self, ino: InodeId, size: int, mtime_ns: int, *, release: list[int] | None = None
+    ) -> InodeAttr:
+        """Commit size and mtime; ``release``: chunk ids whose write leases this client gives
+        up (its last handle of the file is closing)."""
+        ...
+
+    async def release_leases(self, ino: InodeId, chunk_ids: list[int]) -> None:
+        """Give up write leases without a commit (nothing left to commit)."""
+        ...
     async def report_bad(self, server: ServerRef, chunk: ChunkRef, reason: str) -> None: ...
 
 

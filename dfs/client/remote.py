@@ -400,11 +400,21 @@ class RpcMetaClient:
                 params["code"] = code
         return ChunkRef.from_wire(await self._call("file.alloc_chunk", params))
 
-    async def commit_write(self, ino: InodeId, size: int, mtime_ns: int) -> InodeAttr:
-        res = await self._call(
-            "file.commit_write", {"ino": ino, "size": size, "mtime_ns": mtime_ns}
-        )
-        return InodeAttr.from_wire(res)
+    async def commit_write(
+        self, ino: InodeId, size: int, mtime_ns: int, *, release: list[int] | None = None
+    ) -> InodeAttr:
+        params: dict[str, Any] = {"ino": ino, "size": size, "mtime_ns": mtime_ns}
+        if release:
+            params["release"] = release
+        return InodeAttr.from_wire(await self._call("file.commit_write", params))
+
+    async def release_leases(self, ino: InodeId, chunk_ids: list[int]) -> None:
+        # Leader soft state, not a namespace command: repeating it is harmless.
+        sess = self.session_id
+        params: dict[str, Any] = {"ino": ino, "chunks": chunk_ids}
+        if sess is not None:
+            params["session"] = sess
+        await self.request("file.release_leases", params, idempotent=True)
 
     async def report_bad(self, server: ServerRef, chunk: ChunkRef, reason: str) -> None:
         # Soft state on the leader, not a namespace command: repeating it is harmless.

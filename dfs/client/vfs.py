@@ -467,10 +467,12 @@ class Vfs:
             st.behind = None
             done.set()
 
-    async def flush(self, fh: int, *, sync: bool) -> None:
+    async def flush(self, fh: int, *, sync: bool, closing: bool = False) -> None:
+        """Land buffered data (``sync``: on disk).  ``closing`` (a close(2)): when it is the
+        last handle of the file here, the commit also gives up this client's write leases."""
         st = self._handle(fh).state
         async with st.lock:
-            await self._flush_locked(st, sync=sync)
+            await self._flush_locked(st, sync=sync, release=closing and st.open_count == 1)
 
     async def release(self, fh: int, *, sync: bool) -> None:
         handle = self._handles.pop(fh, None)
@@ -481,7 +483,9 @@ class Vfs:
         try:
             if _unclean(st) or (sync and st.unsynced):
                 async with st.lock:
-                    await self._flush_locked(st, sync=sync)
+                    await self._flush_locked(st, sync=sync, release=st.open_count == 0)
+            if st.open_count == 0 and st.leases:
+                await self._release_leases(st)
         finally:
             if st.open_count == 0 and not _unclean(st) and self._files.get(st.ino) is st:
                 del self._files[st.ino]
@@ -493,6 +497,16 @@ class Vfs:
             async with _parallel() as nursery:
                 for chunk in chunks.values():
                     nursery.start_soon(self._sync_chunk, ino, chunk)
+
+    async def _release_leases(self, st: FileState) -> None:
+        """Give up this client's write leases on the file (nothing left to commit); a failure
+        only means the leases run out by themselves."""
+        ids = [int(ref.chunk_id) for ref, _renew in st.leases.values()]
+        st.leases.clear()
+        try:
+            await self.meta.release_leases(st.ino, ids)
+        except DfsError as exc:
+            log.info("could not release write leases of inode %d: %s", st.ino, exc)
 
     async def _chunk_for_write(self, st: FileState, index: int) -> ChunkRef:
         """The chunk under a write lease (from the cache until half its lease has passed)."""
@@ -548,7 +562,7 @@ class Vfs:
             raise
         st.written = True
 
-    async def _flush_locked(self, st: FileState, *, sync: bool) -> None:
+    async def _flush_locked(self, st: FileState, *, sync: bool, release: bool = False) -> None:
         """Send buffered data to the chunkservers, fdatasync when ``sync``, commit the size."""
         await self._flush_data_locked(st)
         if sync and st.unsynced:
@@ -561,13 +575,16 @@ class Vfs:
         if st.size_dirty or st.written:
             committed = st.size
             st.written = False
+            leased = [int(ref.chunk_id) for ref, _renew in st.leases.values()] if release else []
             try:
                 attr = await self.meta.commit_write(
-                    st.ino, committed, st.mtime_ns or time.time_ns()
+                    st.ino, committed, st.mtime_ns or time.time_ns(), release=leased or None
                 )
             except BaseException:
                 st.written = True
                 raise
+            if leased:
+                st.leases.clear()
             # Writes may have arrived while we waited; only what we committed is clean.
             if st.size == committed:
                 st.size_dirty = False

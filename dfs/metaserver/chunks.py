@@ -230,6 +230,11 @@ class ChunkKeeper:
         self._copying: set[ChunkId] = set()
         #: Chunks whose current lease this leader started (chunk -> term).
         self._mine: dict[ChunkId, int] = {}
+        #: Who holds each lease this leader granted (client sessions); a lease whose holders
+        #: all released it ends at once.
+        self._holders: dict[ChunkId, set[object]] = {}
+        #: Leases released by all their holders since the last pass.
+        self._released: set[ChunkId] = set()
         self.stats = {"copies": 0, "copy_failures": 0, "deletes": 0, "bumps": 0, "recoveries": 0}
 
     # ------------------------------------------------------------------ leases
@@ -240,9 +245,28 @@ class ChunkKeeper:
         self._version_n += 1
         return (term << 32) | self._version_n
 
-    def placed(self, cid: ChunkId) -> None:
+    def placed(self, cid: ChunkId, holder: object = None) -> None:
         """A chunk this leader just allocated (its replicas are exactly the placed ones)."""
         self._mine[cid] = self._term()
+        self._holders.setdefault(cid, set()).add(holder)
+        self._released.discard(cid)
+
+    def release(self, cids: list[ChunkId], holder: object) -> None:
+        """``holder`` is done writing these chunks (its last handle of the file closed, its
+        cached leases dropped).  A lease nobody else holds ends now: the chunk may be checked
+        and copied at the next pass instead of after ``write_lease`` seconds."""
+        now = trio.current_time()
+        for cid in cids:
+            holders = self._holders.get(cid)
+            if holders is None:
+                continue
+            holders.discard(holder)
+            if not holders:
+                del self._holders[cid]
+                self._mine.pop(cid, None)
+                if cid in self.registry.leases:
+                    self.registry.leases[cid] = now
+                    self._released.add(cid)
 
     def copying(self) -> int:
         return len(self._copying)
@@ -282,11 +306,13 @@ class ChunkKeeper:
         failed: str | None = None,
         failed_version: int | None = None,
         failed_code: str | None = None,
+        holder: object = None,
     ) -> None:
         """Make sure the chunk is under a write lease whose replicas are all live; bump its
         version when a new lease starts or a replica failed.  Raises IOFailure (NoSpace when
         the failure was a full disk) when no replica is left to write to."""
         async with self._grant_lock(cid):
+            self._released.discard(cid)  # a writer again: an earlier release no longer counts
             info = self.ns.chunk_info(cid)
             if info is None:
                 raise IOFailure(f"chunk {cid} no longer exists")
@@ -309,6 +335,8 @@ class ChunkKeeper:
             whole = bool(live) and len(live) == len(valid)
             if mine and whole and not force and self.lease_active(cid, now):
                 self.registry.leases[cid] = now + self.lease
+                self._holders.setdefault(cid, set()).add(holder)
+                self._released.discard(cid)
                 return
             if not live:
                 msg = f"chunk {cid}: no live replica to write to"
@@ -333,6 +361,9 @@ class ChunkKeeper:
                 raise
             self.stats["bumps"] += 1
             self._mine[cid] = self._term()
+            # A new lease: whoever held the old one must ask again (its version is gone).
+            self._holders[cid] = {holder}
+            self._released.discard(cid)
             if len(made) < len(live):
                 logger.warning(
                     "chunk %d: version %d on %d of %d live replicas",
@@ -482,14 +513,19 @@ class ChunkKeeper:
         since = self._leader_since()
         if since is None:
             return
+        # A lease a new leader inherited may still be renewed with its predecessor's
+        # clock: it ends no earlier than a lease period after the election.  One whose
+        # holders all released it here ends now.
         ended = [
             cid
             for cid, until in self.registry.leases.items()
-            if max(until, since + self.lease) <= now
+            if max(until, since + self.lease) <= now or cid in self._released
         ]
+        self._released.clear()
         for cid in ended:
             del self.registry.leases[cid]
             self._mine.pop(cid, None)
+            self._holders.pop(cid, None)
             nursery.start_soon(self._check_replicas_agree, cid)
 
     async def _check_replicas_agree(self, cid: ChunkId) -> None:

@@ -127,6 +127,7 @@ class MetaService:
             ("file.chunks", self.file_chunks, CLIENT),
             ("file.alloc_chunk", self.alloc_chunk, CLIENT),
             ("file.commit_write", self.commit_write, CLIENT),
+            ("file.release_leases", self.release_leases, CLIENT),
             ("session.open", self.session_open, ANYONE),
             ("session.keepalive", self.session_keepalive, ANYONE),
             ("session.close", self.session_close, ANYONE),
@@ -428,6 +429,7 @@ class MetaService:
                 failed=p.opt_str("failed", None, max_len=256) if "failed" in p else None,
                 failed_version=p.opt_int("version", -1, min=-1, max=_U64),
                 failed_code=p.opt_str("code", "", max_len=64) if "code" in p else None,
+                holder=self._lease_holder(peer, p),
             )
             current = self.ns.file_chunks(ino, index, 1)
             if not current or current[0]["chunk_id"] != cid:
@@ -442,12 +444,15 @@ class MetaService:
         )
         chunk = {k: result[k] for k in ("index", "chunk_id", "version")}
         if result["created"]:
-            self.keeper.placed(ChunkId(result["chunk_id"]))
+            self.keeper.placed(ChunkId(result["chunk_id"]), self._lease_holder(peer, p))
         return {**self._with_servers(chunk), "lease": self.keeper.lease}
 
     async def commit_write(self, peer: Peer, params: dict[str, Any]) -> Any:
+        """Commit the size and mtime of written data; ``release`` (chunk ids) gives up the
+        caller's write leases on them (its last handle of the file is closing)."""
         p = Params(params)
-        return await self._propose_in(
+        release = [ChunkId(c) for c in p.int_list("release")] if "release" in p else []
+        result = await self._propose_in(
             peer,
             p,
             "commit_write",
@@ -455,6 +460,26 @@ class MetaService:
             size=p.int("size", min=0, max=_I64_MAX),
             mtime_ns=p.opt_int("mtime_ns", -1, min=_I64_MIN, max=_I64_MAX),
         )
+        if release:
+            self.keeper.release(release, self._lease_holder(peer, p))
+        return result
+
+    async def release_leases(self, peer: Peer, params: dict[str, Any]) -> Any:
+        """``ino, chunks``: the caller gives up its write leases on these chunks (leader soft
+        state, nothing is logged)."""
+        self._require_leader()
+        p = Params(params)
+        chunks = p.int_list("chunks")
+        if len(chunks) > 1 << 20:
+            raise BadRequest("param 'chunks': too many chunk ids")
+        self.keeper.release([ChunkId(c) for c in chunks], self._lease_holder(peer, p))
+
+    @staticmethod
+    def _lease_holder(peer: Peer, p: Params) -> object:
+        """Who holds a write lease: the client's session (one per mount), else its name."""
+        if "session" in p:
+            return ("session", p.int("session", min=1, max=_U64))
+        return ("peer", peer.name)
 
     # ------------------------------------------------------------------ session.*
     async def session_open(self, peer: Peer, params: dict[str, Any]) -> Any:

@@ -78,3 +78,38 @@ async def test_replicas_that_differ_after_a_lease_are_reconciled(tmp_path: Path)
                 )
         assert len(copies) == 2 and copies[0] == copies[1]
         assert copies[0] in (data, data[:1000] + b"\xff" * 5000 + data[6000:])
+
+
+async def test_last_close_gives_the_leases_back(tmp_path: Path) -> None:
+    """With a 30 s lease, a closed file's chunks are free for checks and copies at once."""
+    async with inprocess_cluster(tmp_path, meta_options={"write_lease": 30.0}) as cluster:
+        vfs = cluster.vfs
+        assert vfs is not None
+        admin_tls = cluster.certs[Role.ADMIN]
+        async with RpcClient(
+            cluster.meta_address, admin_tls, name="t", expect_roles={Role.METASERVER}
+        ) as meta:
+
+            async def leases() -> int:
+                status = await meta.call("admin.status", {}, timeout=5)
+                return int(status["replication"]["write_leases"])
+
+            fh, _attr = await vfs.create(ROOT_INODE, b"f", 0o644, os.O_WRONLY, ROOT)
+            await vfs.write(fh, 0, os.urandom(100_000))
+            await vfs.flush(fh, sync=False)
+            assert await leases() == 1  # still open: the lease stays
+            await vfs.flush(fh, sync=False, closing=True)
+            await vfs.release(fh, sync=False)
+            with trio.fail_after(5):
+                while await leases():
+                    await trio.sleep(0.1)
+            # Written again, then fsynced (nothing left to commit at close): released too.
+            fh, _ = await vfs.open(_attr.ino, os.O_WRONLY)
+            await vfs.write(fh, 0, b"again")
+            await vfs.flush(fh, sync=True)
+            assert await leases() == 1
+            await vfs.flush(fh, sync=False, closing=True)
+            await vfs.release(fh, sync=False)
+            with trio.fail_after(5):
+                while await leases():
+                    await trio.sleep(0.1)
