@@ -78,7 +78,7 @@ class MetaserverConfig:
     #: Seconds a client session lives without a request or keepalive before the leader
     #: expires it (clients renew at a third of it).  A command retried after its session
     #: expired can no longer be deduplicated and fails with EIO.
-    session_timeout: float = 10.0
+    session_timeout: float = 8.0
     #: A new, empty member for an existing group: it starts with no vote and waits until the
     #: leader adds it (``dfs admin meta add ADDR``) and sends it a snapshot.  ``members``
     #: then lists the group's members with addresses, this node included.

@@ -144,6 +144,44 @@ class Busy(FsError):
 
 
 @_register
+class StaleHandle(FsError):
+    """The inode a cached name or handle points to no longer exists (another client removed
+    it): ESTALE, which makes the kernel look the path up again."""
+
+    code = "stale_handle"
+
+
+@_register
+class LockConflict(FsError):
+    """Another owner holds a conflicting lock (F_SETLK, flock LOCK_NB): EAGAIN.
+    ``details`` may describe the conflicting lock (``start``, ``end``, ``type``, ``pid``)."""
+
+    code = "lock_conflict"
+
+
+@_register
+class Deadlock(FsError):
+    """Waiting for this fcntl lock would deadlock (EDEADLK)."""
+
+    code = "deadlock"
+
+
+@_register
+class Interrupted(FsError):
+    """A waiting lock request was cancelled by its owner (EINTR)."""
+
+    code = "interrupted"
+
+
+@_register
+class StillWaiting(FsError):
+    """A blocking lock request has waited one long-poll slice without getting the lock; the
+    client asks again (it never reaches a program)."""
+
+    code = "still_waiting"
+
+
+@_register
 class IOFailure(FsError):
     code = "io"  # EIO: data unavailable (no healthy replica), timeouts
 

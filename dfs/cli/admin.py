@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +133,40 @@ def cmd_sessions(args: argparse.Namespace, config_path: Path) -> int:
             f"{s['id']:>6}  {s['kind']:<11} {s['owner']:<16} {idle:>7}  "
             f"{s['outstanding']:>7}  {s['label']}"
         )
+    return 0
+
+
+_LOCK_TYPES = {0: "read", 1: "write"}
+_OFFSET_MAX = (1 << 63) - 1
+
+
+def cmd_locks(args: argparse.Namespace, config_path: Path) -> int:
+    """``dfs locks [PATH] [--json]``: locks held and requests waiting, one line each."""
+    from dfs.cli.main import CliError
+
+    cfg = load_config(config_path)
+    params: dict[str, Any] = {}
+    if args.path:
+        try:
+            params["ino"] = os.stat(args.path).st_ino
+        except OSError as exc:
+            raise CliError(f"{args.path}: {exc.strerror}") from None
+    result = trio.run(admin_call, cfg, "admin.locks", params, 10.0)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    if not result["held"] and not result["waiting"]:
+        print("no locks")
+        return 0
+    print(f"{'state':<8} {'inode':>8} {'kind':<6} {'type':<6} {'range':<24} session:owner  pid")
+    for state, rows in (("held", result["held"]), ("waiting", result["waiting"])):
+        for r in rows:
+            end = "EOF" if r["end"] == _OFFSET_MAX else str(r["end"])
+            print(
+                f"{state:<8} {r['ino']:>8} {r['kind']:<6} {_LOCK_TYPES.get(r['type'], '?'):<6} "
+                f"{str(r['start']) + '-' + end:<24} {r['session']}:{r['owner']:x}"
+                f"  {r.get('pid', '')}"
+            )
     return 0
 
 

@@ -139,6 +139,12 @@ def cmd_sessions(args: argparse.Namespace) -> int:
     return admin.cmd_sessions(args, _config_path(args))
 
 
+def cmd_locks(args: argparse.Namespace) -> int:
+    from dfs.cli import admin
+
+    return admin.cmd_locks(args, _config_path(args))
+
+
 # ---------------------------------------------------------------- argument parser
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -261,6 +267,14 @@ def build_parser() -> argparse.ArgumentParser:
     evict.add_argument("--config", help="admin TOML config file (default $DFS_CONFIG)")
     evict.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     sessions.set_defaults(func=cmd_sessions, sessions_command=None)
+
+    locks = sub.add_parser(
+        "locks", help="flock and fcntl locks held and waited for (admin certificate)"
+    )
+    locks.add_argument("path", nargs="?", help="only the locks of this file on a dfs mount")
+    locks.add_argument("--config", help="admin TOML config file (default $DFS_CONFIG)")
+    locks.add_argument("--json", action="store_true", help="machine-readable output")
+    locks.set_defaults(func=cmd_locks)
     return p
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import errno
 import logging
 import stat
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar
 
 from dfs import errors as E
@@ -19,6 +19,7 @@ from dfs.fuse.errors import FuseError
 from dfs.fuse.model import (
     Attr,
     Entry,
+    FileLock,
     OpenReply,
     RequestContext,
     SetattrChanges,
@@ -49,10 +50,17 @@ ERRNO: dict[type[E.DfsError], int] = {
     E.RangeError: errno.ERANGE,
     E.CrossDevice: errno.EXDEV,
     E.Busy: errno.EBUSY,
+    E.StaleHandle: errno.ESTALE,
+    E.LockConflict: errno.EAGAIN,
+    E.Deadlock: errno.EDEADLK,
+    E.Interrupted: errno.EINTR,
     E.IOFailure: errno.EIO,
     E.SessionExpired: errno.EIO,
     E.StaleRequest: errno.EIO,
 }
+
+#: fcntl's unlock type, as FUSE lock requests and replies carry it.
+F_UNLCK = 2
 
 #: Errors that are expected answers, not faults worth a log line.
 _QUIET = (E.FsError,)
@@ -127,6 +135,8 @@ class DfsOperations(Operations):
         self.attr_timeout = attr_timeout
         self.entry_timeout = entry_timeout
         self.fsync_on_close = fsync_on_close
+        #: ``notify_inval_inode(ino, offset, length)`` of the FUSE session, once mounted.
+        self.invalidate: Callable[[int, int, int], Awaitable[bool]] | None = None
 
     def _entry(self, a: InodeAttr) -> Entry:
         return Entry(
@@ -239,6 +249,8 @@ class DfsOperations(Operations):
         # close(2) returns after this: what the process wrote is on every replica and its size
         # is committed (close-to-open), and on disk too with fsync_on_close.
         await self.vfs.flush(fh, sync=self.fsync_on_close, closing=True)
+        # Any close of the file by a process releases that process's fcntl locks on it.
+        await self.vfs.release_locks(InodeId(ino), lock_owner, "posix")
 
     @_boundary
     async def release(
@@ -250,7 +262,48 @@ class DfsOperations(Operations):
         lock_owner: int | None,
         flush: bool,
     ) -> None:
-        await self.vfs.release(fh, sync=self.fsync_on_close)
+        try:
+            await self.vfs.release(fh, sync=self.fsync_on_close)
+        finally:
+            await self.vfs.release_handle_locks(fh)
+            if lock_owner is not None:  # FUSE_RELEASE_FLOCK_UNLOCK: the description's flock
+                await self.vfs.release_locks(InodeId(ino), lock_owner, "flock")
+
+    @_boundary
+    async def getlk(
+        self, ctx: RequestContext, ino: int, fh: int, owner: int, lock: FileLock
+    ) -> FileLock:
+        held = await self.vfs.getlk(InodeId(ino), owner, "posix", lock.type, lock.start, lock.end)
+        if held is None:
+            return FileLock(start=lock.start, end=lock.end, type=F_UNLCK, pid=0)
+        return FileLock(start=held["start"], end=held["end"], type=held["type"], pid=held["pid"])
+
+    @_boundary
+    async def setlk(
+        self,
+        ctx: RequestContext,
+        ino: int,
+        fh: int,
+        owner: int,
+        lock: FileLock,
+        sleep: bool,
+        is_flock: bool,
+    ) -> None:
+        kind = "flock" if is_flock else "posix"
+        await self.vfs.setlk(
+            fh,
+            InodeId(ino),
+            owner,
+            kind,
+            lock.type,
+            lock.start,
+            lock.end,
+            lock.pid,
+            wait=sleep,
+        )
+        if lock.type != F_UNLCK and self.invalidate is not None:
+            # Pages cached before the lock may predate another client's writes.
+            await self.invalidate(ino, 0, 0)
 
     @_boundary
     async def fsync(self, ctx: RequestContext, ino: int, fh: int, datasync: bool) -> None:

@@ -177,6 +177,24 @@ class MetaClient(Protocol):
     async def release_leases(self, ino: InodeId, chunk_ids: list[int]) -> None:
         """Give up write leases without a commit (nothing left to commit)."""
         ...
+
+    async def lock_get(
+        self, ino: InodeId, owner: int, kind: str, type_: int, start: int, end: int
+    ) -> dict[str, int] | None: ...
+    async def lock_set(
+        self,
+        ino: InodeId,
+        owner: int,
+        kind: str,
+        type_: int,
+        start: int,
+        end: int,
+        pid: int,
+        *,
+        wait: bool,
+    ) -> None: ...
+    async def lock_cancel(self, ino: InodeId, owner: int, kind: str) -> bool: ...
+    async def lock_release(self, ino: InodeId, owner: int, kind: str) -> None: ...
     async def report_bad(self, server: ServerRef, chunk: ChunkRef, reason: str) -> None: ...
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
+from functools import partial
 from pathlib import Path
 
 import trio
@@ -61,15 +62,21 @@ async def run_mount(
         )
         fuse_cfg = FuseConfig()
         fuse_cfg.validate()
-        await serve(
-            ops,
-            str(mountpoint),
-            fuse_cfg,
-            fsname="dfs",
-            allow_other=client_cfg.allow_other,
-            readahead_kb=READAHEAD_KB,
-            task_status=task_status,
-        )
+        async with trio.open_nursery() as serving:
+            session = await serving.start(
+                partial(
+                    serve,
+                    ops,
+                    str(mountpoint),
+                    fuse_cfg,
+                    fsname="dfs",
+                    allow_other=client_cfg.allow_other,
+                    readahead_kb=READAHEAD_KB,
+                )
+            )
+            # Lock acquisitions invalidate the kernel's cached pages of the file.
+            ops.invalidate = session.notify_inval_inode
+            task_status.started(session)
         await meta.close_session()
         nursery.cancel_scope.cancel()
 

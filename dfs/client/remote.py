@@ -28,6 +28,7 @@ from dfs.errors import (
     NotLeader,
     SessionExpired,
     StaleChunkVersion,
+    StillWaiting,
     Unavailable,
 )
 from dfs.rpc.client import RpcClientPool
@@ -36,6 +37,10 @@ from dfs.types import InodeId
 log = logging.getLogger(__name__)
 
 #: Errors after which a read may try the next replica.
+#: Per-attempt limit of a waiting ``lock.set`` (the leader answers ``still_waiting`` after its
+#: 20 s slice).
+LOCK_ATTEMPT_TIMEOUT = 30.0
+
 _REPLICA_ERRORS = (
     ChunkCorrupt,
     ChunkNotFound,
@@ -214,8 +219,10 @@ class RpcMetaClient:
         *,
         idempotent: bool,
         deadline: float | None = None,
+        attempt_timeout: float | None = None,
     ) -> Any:
-        """Call ``method`` on the leader (see the class docstring)."""
+        """Call ``method`` on the leader (see the class docstring).  ``attempt_timeout``: the
+        first attempt's own limit for calls that legitimately take long (lock waits)."""
         if deadline is None:
             deadline = trio.current_time() + self._timeout
         # With several members, do not wait out one member's reconnect backoff: another one
@@ -230,6 +237,8 @@ class RpcMetaClient:
         # within an election timeout.  The per-attempt wait doubles after each silent
         # attempt, so a slow but healthy leader is still waited for.
         attempt_cap = ATTEMPT_TIMEOUT if (idempotent and fail_fast) else float("inf")
+        if attempt_timeout is not None:
+            attempt_cap = attempt_timeout
         while True:
             address = self._current
             remaining = deadline - trio.current_time()
@@ -415,6 +424,60 @@ class RpcMetaClient:
         if sess is not None:
             params["session"] = sess
         await self.request("file.release_leases", params, idempotent=True)
+
+    # ------------------------------------------------------------------ locks
+    async def _lock_params(self, ino: InodeId, owner: int, kind: str) -> dict[str, Any]:
+        session = await self.open_session()
+        return {"ino": ino, "session": session, "owner": owner, "kind": kind}
+
+    async def lock_get(
+        self, ino: InodeId, owner: int, kind: str, type_: int, start: int, end: int
+    ) -> dict[str, int] | None:
+        params = await self._lock_params(ino, owner, kind)
+        res = await self._read("lock.get", {**params, "type": type_, "start": start, "end": end})
+        return None if res is None else {k: int(res[k]) for k in ("type", "start", "end", "pid")}
+
+    async def lock_set(
+        self,
+        ino: InodeId,
+        owner: int,
+        kind: str,
+        type_: int,
+        start: int,
+        end: int,
+        pid: int,
+        *,
+        wait: bool,
+    ) -> None:
+        """Take, change or drop a lock; with ``wait`` until it is granted (long polls of the
+        leader, each bounded; cancel the caller to stop, then call ``lock_cancel``)."""
+        params = await self._lock_params(ino, owner, kind)
+        params |= {"type": type_, "start": start, "end": end, "pid": pid, "wait": wait}
+        while True:
+            try:
+                await self.request(
+                    "lock.set",
+                    params,
+                    idempotent=True,  # setting the same lock twice changes nothing
+                    attempt_timeout=LOCK_ATTEMPT_TIMEOUT if wait else None,
+                    deadline=trio.current_time() + max(self._timeout, 2 * LOCK_ATTEMPT_TIMEOUT)
+                    if wait
+                    else None,
+                )
+                return
+            except StillWaiting:
+                continue
+
+    async def lock_cancel(self, ino: InodeId, owner: int, kind: str) -> bool:
+        """Stop a waiting ``lock_set``; True if it had been granted anyway."""
+        params = await self._lock_params(ino, owner, kind)
+        res = await self.request("lock.cancel", params, idempotent=True)
+        return bool(res and res.get("granted"))
+
+    async def lock_release(self, ino: InodeId, owner: int, kind: str) -> None:
+        """Drop every lock of ``owner`` on the inode (a close)."""
+        params = await self._lock_params(ino, owner, kind)
+        await self.request("lock.release", params, idempotent=True)
 
     async def report_bad(self, server: ServerRef, chunk: ChunkRef, reason: str) -> None:
         # Soft state on the leader, not a namespace command: repeating it is harmless.

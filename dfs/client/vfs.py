@@ -44,6 +44,7 @@ from dfs.errors import (
     NoAttribute,
     NotADirectory,
     NotFound,
+    StaleHandle,
 )
 from dfs.types import CHUNK_SIZE, InodeId
 
@@ -73,6 +74,10 @@ XATTR_GOAL = b"user.dfs.goal"
 #: chunkservers).
 MIN_GOAL = 1
 MAX_GOAL = 16
+#: Seconds an interrupted lock waiter may take to withdraw its request from the leader.
+LOCK_CANCEL_TIMEOUT = 10.0
+#: fcntl's unlock type (as FUSE passes it).
+F_UNLCK = 2
 #: Closed, never-fsynced files whose chunks this client remembers for a later fsync.
 MAX_UNSYNCED_CLOSED = 4096
 
@@ -180,6 +185,12 @@ class Vfs:
         #: fsync on a new descriptor of the same file must still reach the disks (Linux
         #: fsync covers every write to the inode, whichever descriptor made it).
         self._unsynced_closed: OrderedDict[InodeId, dict[int, ChunkRef]] = OrderedDict()
+        #: (inode, kernel lock owner) that took fcntl / flock locks through this client:
+        #: a close by that owner releases them (one RPC only where there may be something).
+        self._posix_owners: set[tuple[InodeId, int]] = set()
+        self._flock_owners: set[tuple[InodeId, int]] = set()
+        #: File handle -> (inode, owner) that took fcntl locks through it.
+        self._fh_owners: dict[int, set[tuple[InodeId, int]]] = {}
         self._handles: dict[int, FileHandle] = {}
         self._dirs: dict[int, DirHandle] = {}
         self._next_fh = 1
@@ -400,7 +411,12 @@ class Vfs:
         return handle
 
     async def open(self, ino: InodeId, flags: int) -> tuple[int, InodeAttr]:
-        attr = await self.meta.getattr(ino)
+        try:
+            attr = await self.meta.getattr(ino)
+        except NotFound:
+            # The kernel's cached name points at an inode another client removed: ESTALE
+            # makes it walk the path again instead of failing the open (NFS does the same).
+            raise StaleHandle(f"inode {ino} no longer exists") from None
         if stat.S_ISDIR(attr.mode):
             raise IsADirectory()
         return self._attach(attr, flags).fh, attr
@@ -677,6 +693,107 @@ class Vfs:
             return await self.chunks.read(fresh[0], in_chunk, hi - lo)
         finally:
             self._io_limit.release()
+
+    # ------------------------------------------------------------------ locks
+    async def getlk(
+        self, ino: InodeId, owner: int, kind: str, type_: int, start: int, end: int
+    ) -> dict[str, int] | None:
+        """The first lock of another owner conflicting with this one (F_GETLK), or None."""
+        return await self.meta.lock_get(ino, owner, kind, type_, start, end)
+
+    async def setlk(
+        self,
+        fh: int,
+        ino: InodeId,
+        owner: int,
+        kind: str,
+        type_: int,
+        start: int,
+        end: int,
+        pid: int,
+        *,
+        wait: bool,
+    ) -> None:
+        """Take, change or drop a lock held in the metadata group (``kind``: "posix" for
+        fcntl, "flock").  Dropping one first lands this file's buffered writes, taking one
+        then drops cached locations and size (NFS-style: programs coordinating by locks see
+        each other's writes).  A waiting request that is cancelled (the process was
+        interrupted) is withdrawn from the leader's queue; if it had been granted already,
+        this returns normally instead (the lock is then really held)."""
+        owners = self._posix_owners if kind == "posix" else self._flock_owners
+        if type_ == F_UNLCK:
+            st = self._files.get(ino)
+            if st is not None and _unclean(st):
+                async with st.lock:
+                    await self._flush_locked(st, sync=False)
+            await self.meta.lock_set(ino, owner, kind, type_, start, end, pid, wait=False)
+            if kind == "flock":
+                owners.discard((ino, owner))
+            return
+        try:
+            await self.meta.lock_set(ino, owner, kind, type_, start, end, pid, wait=wait)
+        except trio.Cancelled:
+            with trio.CancelScope(shield=True) as scope:
+                scope.deadline = trio.current_time() + LOCK_CANCEL_TIMEOUT
+                granted = await self.meta.lock_cancel(ino, owner, kind)
+            if not granted:
+                raise
+            log.info("lock on inode %d granted as its waiter was interrupted; keeping it", ino)
+            owners.add((ino, owner))
+            self._note_lock(fh, ino, owner, kind)
+            with trio.CancelScope(shield=True):
+                await self._revalidate(ino)
+            return
+        owners.add((ino, owner))
+        self._note_lock(fh, ino, owner, kind)
+        await self._revalidate(ino)
+
+    def _note_lock(self, fh: int, ino: InodeId, owner: int, kind: str) -> None:
+        if kind == "posix":
+            self._fh_owners.setdefault(fh, set()).add((ino, owner))
+
+    async def release_handle_locks(self, fh: int) -> None:
+        """The open file description is gone (RELEASE): the fcntl locks its owners took
+        through it go too.  The kernel does not always send FLUSH when a killed process's
+        files are closed, so this is what frees a dead process's locks."""
+        for ino, owner in sorted(self._fh_owners.pop(fh, ())):
+            await self.release_locks(ino, owner, "posix")
+
+    async def release_locks(self, ino: InodeId, owner: int, kind: str) -> None:
+        """A close by ``owner``: drop its fcntl locks (any close of the file by the process)
+        or its flock (the last close of the open file description) on the inode."""
+        owners = self._posix_owners if kind == "posix" else self._flock_owners
+        if (ino, owner) not in owners:
+            return
+        st = self._files.get(ino)
+        if st is not None and _unclean(st):
+            async with st.lock:
+                await self._flush_locked(st, sync=False)
+        try:
+            # Shielded: the kernel interrupts the FLUSH of a process being killed, and its
+            # locks must go all the same.
+            with trio.CancelScope(shield=True) as scope:
+                scope.deadline = trio.current_time() + LOCK_CANCEL_TIMEOUT
+                await self.meta.lock_release(ino, owner, kind)
+            if scope.cancelled_caught:
+                raise IOFailure(f"releasing the locks of inode {ino} timed out")
+        except DfsError as exc:
+            # Kept in the set: the next close (or the release of the handle) tries again;
+            # if the client dies, the session's expiry frees the locks.
+            log.warning("could not release the %s locks of inode %d: %s", kind, ino, exc)
+            raise
+        owners.discard((ino, owner))
+
+    async def _revalidate(self, ino: InodeId) -> None:
+        """Forget what this client cached about the file's data (the caller also drops the
+        kernel's pages)."""
+        st = self._files.get(ino)
+        if st is None:
+            return
+        st.chunks.clear()
+        attr = await self.meta.getattr(ino)
+        if not _unclean(st):
+            st.size = attr.size
 
     # ------------------------------------------------------------------ directories
     async def opendir(self, ino: InodeId) -> int:

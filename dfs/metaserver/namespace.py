@@ -23,6 +23,8 @@ Schema (the snapshot, msgpack map ``format == 2``)
 * ``chunks``: list sorted by chunk id of ``[chunk_id, ino, index, version]``.
 * ``sessions`` (format 2): ``{"next_id": int, "sessions": [record, ...]}``, the client
   sessions and their remembered outcomes (``dfs.metaserver.sessions``).
+* ``locks`` (format 3): the fcntl and flock locks held (``dfs.metaserver.locks``, its
+  ``encode``).
 * ``members`` (format 2): ``[[id, address], ...]`` sorted, the RPC addresses of metaservers
   added to the Raft group after it was created (``set_member``; the founding members'
   addresses come from their config).  Kept here so that every member, and every snapshot,
@@ -72,12 +74,13 @@ from dfs.errors import (
     TooManyLinks,
 )
 from dfs.metaserver.inode import PERM_MASK, Inode
+from dfs.metaserver.locks import LockTable
 from dfs.metaserver.sessions import SessionTable
 from dfs.types import CHUNK_SIZE, ROOT_INODE, ChunkId, ChunkVersion, InodeId
 
-SNAPSHOT_FORMAT = 2
-#: Formats ``restore`` reads (1: before sessions existed).
-_READABLE_FORMATS = (1, 2)
+SNAPSHOT_FORMAT = 3
+#: Formats ``restore`` reads (1: before sessions existed; 2: before locks).
+_READABLE_FORMATS = (1, 2, 3)
 NAME_MAX = 255
 PATH_MAX = 4096
 #: Link count limit (ext4's value); also bounds a directory's subdirectory count.
@@ -128,6 +131,8 @@ class Namespace:
         # not part of the snapshot (after a restart orphans are found from registrations).
         self._freed: list[ChunkId] = []
         self.sessions = SessionTable()
+        #: fcntl and flock locks (``dfs.metaserver.locks``).
+        self.locks = LockTable()
         #: Raft member id -> "host:port" of members added online (see the schema).
         self.members: dict[str, str] = {}
         self._ops: dict[str, Callable[[dict[str, Any]], Any]] = {
@@ -148,8 +153,10 @@ class Namespace:
             "commit_write": self._op_commit_write,
             "set_version": self._op_set_version,
             "open_session": self.sessions.open,
-            "close_session": self.sessions.close,
-            "expire_sessions": self.sessions.expire,
+            "close_session": self._op_close_session,
+            "expire_sessions": self._op_expire_sessions,
+            "lock_set": self._op_lock_set,
+            "lock_release": self._op_lock_release,
             "set_member": self._op_set_member,
             "drop_member": self._op_drop_member,
         }
@@ -245,6 +252,7 @@ class Namespace:
             "chunks": [[c, *self.chunks[c]] for c in sorted(self.chunks)],
             "sessions": self.sessions.to_record(),
             "members": [[i, self.members[i]] for i in sorted(self.members)],
+            "locks": self.locks.encode(),
         }
         return msgpack.packb(data, use_bin_type=True)
 
@@ -268,6 +276,7 @@ class Namespace:
             fresh.cluster_id = str(data["cluster_id"])
             sessions = SessionTable.from_record(data.get("sessions"))
             members = {str(i): str(a) for i, a in data.get("members", [])}
+            locks = LockTable.decode(data.get("locks", []))
         except SnapshotCorrupt:
             raise
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
@@ -285,6 +294,7 @@ class Namespace:
         # The op table holds the table's bound methods: update it in place.
         self.sessions.sessions, self.sessions.next_id = sessions.sessions, sessions.next_id
         self.members = members
+        self.locks = locks
 
     # ------------------------------------------------------------------ helpers
     def _get(self, ino: int) -> Inode:
@@ -363,6 +373,7 @@ class Namespace:
         # alive while some client still holds it open; it will move the inode to an
         # "orphans" table here instead of freeing it, and free it on the last release.
         del self.inodes[node.ino]
+        self.locks.inode_gone(node.ino)
         if node.is_dir:
             self.n_dirs -= 1
         elif node.is_reg:
@@ -743,6 +754,41 @@ class Namespace:
         node.chunks[index] = cid
         self.chunks[cid] = (node.ino, index, ChunkVersion(1))
         return {**self._chunk_desc(cid), "created": True}
+
+    def _op_close_session(self, c: dict[str, Any]) -> None:
+        """A session ends cleanly (unmount): its locks go with it."""
+        self.sessions.close(c)
+        self.locks.release_session(int(c["id"]))
+
+    def _op_expire_sessions(self, c: dict[str, Any]) -> list[int]:
+        """Silent sessions end: their locks are released (a dead client's locks)."""
+        gone = self.sessions.expire(c)
+        for sid in gone:
+            self.locks.release_session(sid)
+        return gone
+
+    def _op_lock_set(self, c: dict[str, Any]) -> dict[str, Any]:
+        """``{ino, sid, owner, kind, type, start, end, pid}``: take, change or drop a lock
+        without waiting; ``LockConflict`` (nothing changes) when another owner holds one.
+        ``released``: some lock got weaker (waiters on the inode may proceed)."""
+        node = self._get(c["ino"])
+        released = self.locks.set(
+            node.ino,
+            (int(c["sid"]), int(c["owner"])),
+            str(c["kind"]),
+            int(c["type"]),
+            int(c["start"]),
+            int(c["end"]),
+            int(c.get("pid", 0)),
+        )
+        return {"released": released}
+
+    def _op_lock_release(self, c: dict[str, Any]) -> dict[str, Any]:
+        """``{ino, sid, owner, kind}``: every lock of that owner on the inode goes (a close)."""
+        released = self.locks.release_owner(
+            int(c["ino"]), (int(c["sid"]), int(c["owner"])), str(c["kind"])
+        )
+        return {"released": released}
 
     def _op_set_version(self, c: dict[str, Any]) -> dict[str, Any]:
         """``{chunk_id, version, [servers]}``: the chunk's replicas ``servers`` now hold it at

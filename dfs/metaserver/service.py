@@ -29,6 +29,7 @@ from dfs.errors import (
     Unavailable,
 )
 from dfs.metaserver.chunks import ChunkKeeper
+from dfs.metaserver.lockservice import LockService
 from dfs.metaserver.namespace import MAX_GOAL, MIN_GOAL
 from dfs.metaserver.raftnode import RaftNode
 from dfs.metaserver.registry import Registry
@@ -103,6 +104,10 @@ class MetaService:
             rate=replication_rate,
             jobs=replication_jobs,
         )
+        #: fcntl/flock waiting room (the locks themselves are in the namespace).
+        self.locks = LockService(
+            lambda: self.ns.locks, propose=self._propose, read_barrier=self._read
+        )
         node.add_listener(self.on_applied)
         self.dispatcher = Dispatcher()
         table: list[tuple[str, Handler, tuple[Role, ...]]] = [
@@ -128,6 +133,11 @@ class MetaService:
             ("file.alloc_chunk", self.alloc_chunk, CLIENT),
             ("file.commit_write", self.commit_write, CLIENT),
             ("file.release_leases", self.release_leases, CLIENT),
+            ("lock.get", self.locks.get, CLIENT),
+            ("lock.set", self.locks.set, CLIENT),
+            ("lock.cancel", self.locks.cancel, CLIENT),
+            ("lock.release", self.locks.release, CLIENT),
+            ("admin.locks", self.locks.listing, ADMIN),
             ("session.open", self.session_open, ANYONE),
             ("session.keepalive", self.session_keepalive, ANYONE),
             ("session.close", self.session_close, ANYONE),
@@ -210,6 +220,7 @@ class MetaService:
         if command["op"] == "noop" and isinstance(command.get("registered"), str):
             self.registry.expected.add(command["registered"])
         op = command["op"]
+        self.locks.on_applied(command, result)
         if op == "alloc_chunk" and result["created"]:
             cid = result["chunk_id"]
             self.registry.add_replicas(cid, command.get("servers", ()))
@@ -542,7 +553,8 @@ class MetaService:
 
     async def expire_sessions(self) -> None:
         """Leader's task: propose ``expire_sessions`` for the silent ones (forever)."""
-        period = max(self.session_timeout / 4, 0.05)
+        # Often enough that a dead client's locks go within session_timeout + 0.5 s.
+        period = min(max(self.session_timeout / 4, 0.05), 0.5)
         while True:
             await trio.sleep(period)
             if not self.node.is_leader() or not self.ns.initialised:
