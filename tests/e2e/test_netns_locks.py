@@ -67,7 +67,7 @@ class TwoClients:
         for where in self.mounts.values():
             subprocess.run(["umount", "-l", str(where)], capture_output=True, check=False)
         for proc in self.procs.values():
-            if proc.running:
+            if proc.running():
                 self.lab.terminate(proc)
 
 
