@@ -61,8 +61,11 @@ class ChunkserverInfo:
     load: int = 0
 
     def full(self) -> bool:
-        """Too full for new chunks or copies (less than 1 % of its capacity or 4 MiB free)."""
-        return self.free - self.reserved < max(self.capacity // 100, 4 << 20)
+        """Too full for new chunks or copies: less than 1 % of its capacity or 4 MiB free, as
+        it last reported.  (``reserved`` only spreads placements between heartbeats: most new
+        chunks stay far below their 64 MiB, so counting it here would call a busy server full
+        after a burst of small files.)"""
+        return self.free < max(self.capacity // 100, 4 << 20)
 
     def server(self) -> dict[str, str]:
         """The protocol's ``server`` shape."""

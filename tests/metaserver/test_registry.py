@@ -202,3 +202,13 @@ def test_health_and_totals() -> None:
     assert reg.totals(1.0) == (200 * GiB, 3 * GiB, 2)
     assert reg.health(6.0) == (0, 2)  # everyone silent for longer than the timeout
     assert reg.totals(6.0) == (0, 0, 0)
+
+
+def test_a_burst_of_new_chunks_never_makes_a_server_full() -> None:
+    # 1,000 small files between two heartbeats reserve far more than the free space; only
+    # the reported free space may make a server full (the burst once got ENOSPC).
+    _, reg = make([("s1", "z1", 10 * GiB), ("s2", "z2", 10 * GiB)])
+    for _ in range(1000):
+        assert len(reg.place(2, 1.0)) == 2
+    reg.heartbeat(server_id="s1", capacity=100 * GiB, free=GiB // 2, now=2.0)
+    assert ids(reg.place(2, 2.0)) == ["s2"]  # s1 reported less than 1 % free: full
