@@ -178,7 +178,7 @@ def _copy_job(
             exclude=registry.copy_exclusions(cid, now),
             zones={s.zone for s in sources},
         )
-    except NoSpace:
+    except (NoSpace, Unavailable):
         # No server without a copy: clear a stale or corrupt copy on a live server, so that
         # server can take a fresh one in a later pass (a deletion in flight must not meet
         # the new copy).

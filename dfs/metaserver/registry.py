@@ -37,7 +37,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from dfs.errors import NoSpace, NotFound
+from dfs.errors import NoSpace, NotFound, Unavailable
 from dfs.metaserver.namespace import Namespace
 from dfs.types import CHUNK_SIZE, ChunkId
 
@@ -279,13 +279,14 @@ class Registry:
         most free space, none full, none in ``exclude``, never two in one zone (nor in one of
         ``zones``, those of existing replicas) while another zone is available."""
         skip = set(exclude)
-        live = [
-            s
-            for s in self.servers.values()
-            if self._alive(s, now) and not s.full() and s.id not in skip
-        ]
+        alive = [s for s in self.servers.values() if self._alive(s, now) and s.id not in skip]
+        live = [s for s in alive if not s.full()]
+        if not alive:
+            # Not a full disk: none is reachable right now (a new leader before the
+            # chunkservers registered, or all down); the client retries until its timeout.
+            raise Unavailable("no live chunkserver to place a chunk on", retry=True)
         if not live:
-            raise NoSpace("no live chunkserver with free space")
+            raise NoSpace("every live chunkserver is full")
         live.sort(key=lambda s: (-(s.free - s.reserved), s.id))
         chosen: list[ChunkserverInfo] = []
         used_zones: set[str] = set(zones)

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from dfs.errors import InvalidArgument, NoSpace, NotFound
+from dfs.errors import InvalidArgument, NoSpace, NotFound, Unavailable
 from dfs.metaserver.registry import ChunkserverInfo, Registry
 from dfs.types import CHUNK_SIZE, ChunkId
 from tests.metaserver.nsutil import ROOT, Driver
@@ -53,8 +53,11 @@ def test_placement_fewer_servers_than_goal_and_none() -> None:
     _, reg = make([("s1", "z1", GiB)])
     assert ids(reg.place(3, 1.0)) == ["s1"]
     _, empty = make([])
-    with pytest.raises(NoSpace):
+    with pytest.raises(Unavailable):  # nobody to ask: retry, not ENOSPC
         empty.place(2, 1.0)
+    _, full = make([("s1", "z1", 0)])
+    with pytest.raises(NoSpace):
+        full.place(2, 1.0)
 
 
 def test_placement_spreads_between_heartbeats() -> None:
