@@ -18,9 +18,9 @@ from dfs.errors import (
     Exists,
     IsADirectory,
     NameTooLong,
-    NoSpace,
     NotFound,
     Unauthorized,
+    Unavailable,
 )
 from dfs.metaserver.server import run_metaserver
 from dfs.rpc.client import RpcClient
@@ -116,8 +116,10 @@ async def test_namespace_over_rpc(certs: Certs, tmp_path: Path) -> None:
             await c.call("fs.rmdir", {"parent": 1, "name": b"nope"})
         statfs = await c.call("fs.statfs", {})
         assert statfs["files"] == 4 and statfs["chunkservers"] == 0
-        with pytest.raises(NoSpace):
+        # No chunkserver at all: retry later (Unavailable), not a full disk (ENOSPC).
+        with pytest.raises(Unavailable) as unavailable:
             await c.call("file.alloc_chunk", {"ino": f["ino"], "index": 0})
+        assert unavailable.value.details.get("retry")
 
 
 async def test_chunk_lifecycle_with_a_chunkserver(certs: Certs, tmp_path: Path) -> None:
