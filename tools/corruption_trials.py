@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import statistics
 import subprocess
@@ -29,40 +28,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from clustertools import DFS, dfs, drop_caches, status
+
 from dfs.chunkserver import layout
 
-DFS = [sys.executable, "-m", "dfs"]
 MiB = 1 << 20
 BLOCK = 64 * 1024
-
-
-def dfs(*args: str, timeout: float = 120) -> str:
-    proc = subprocess.run(
-        [*DFS, *args], capture_output=True, text=True, timeout=timeout, check=False
-    )
-    if proc.returncode != 0:
-        raise SystemExit(f"dfs {' '.join(args)} failed: {proc.stderr.strip()}")
-    return proc.stdout
-
-
-def status(state: Path) -> dict[str, Any]:
-    out = subprocess.run(
-        [*DFS, "status", "--config", str(state / "admin.toml"), "--json"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    ).stdout
-    try:
-        result: dict[str, Any] = json.loads(out)
-    except json.JSONDecodeError:
-        return {}
-    return result
-
-
-def drop_caches() -> None:
-    os.sync()
-    Path("/proc/sys/vm/drop_caches").write_text("3\n")
 
 
 def replicas_of(state: Path, chunk_id: int) -> list[tuple[Path, int, int]]:

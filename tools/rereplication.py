@@ -35,34 +35,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from clustertools import DFS, dfs, drop_caches, status
+
 from dfs.chunkserver import layout
 
-DFS = [sys.executable, "-m", "dfs"]
 MiB = 1 << 20
-
-
-def dfs(*args: str, timeout: float = 120) -> str:
-    proc = subprocess.run(
-        [*DFS, *args], capture_output=True, text=True, timeout=timeout, check=False
-    )
-    if proc.returncode != 0:
-        raise SystemExit(f"dfs {' '.join(args)} failed: {proc.stderr.strip()}")
-    return proc.stdout
-
-
-def status(state: Path) -> dict[str, Any]:
-    out = subprocess.run(
-        [*DFS, "status", "--config", str(state / "admin.toml"), "--json"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    ).stdout
-    try:
-        result: dict[str, Any] = json.loads(out)
-    except json.JSONDecodeError:
-        return {}
-    return result
 
 
 def healthy(state: Path) -> bool:
@@ -78,11 +55,6 @@ def replicas(state: Path, cs: str) -> dict[int, tuple[int, int]]:
         if h is not None:
             out[h.chunk_id] = (h.version, h.length)
     return out
-
-
-def drop_caches() -> None:
-    os.sync()
-    Path("/proc/sys/vm/drop_caches").write_text("3\n")
 
 
 def wait(pred: Any, timeout: float, what: str) -> float:

@@ -722,10 +722,7 @@ class Vfs:
         this returns normally instead (the lock is then really held)."""
         owners = self._posix_owners if kind == "posix" else self._flock_owners
         if type_ == F_UNLCK:
-            st = self._files.get(ino)
-            if st is not None and _unclean(st):
-                async with st.lock:
-                    await self._flush_locked(st, sync=False)
+            await self._land(ino)
             await self.meta.lock_set(ino, owner, kind, type_, start, end, pid, wait=False)
             if kind == "flock":
                 owners.discard((ino, owner))
@@ -765,10 +762,7 @@ class Vfs:
         owners = self._posix_owners if kind == "posix" else self._flock_owners
         if (ino, owner) not in owners:
             return
-        st = self._files.get(ino)
-        if st is not None and _unclean(st):
-            async with st.lock:
-                await self._flush_locked(st, sync=False)
+        await self._land(ino)
         try:
             # Shielded: the kernel interrupts the FLUSH of a process being killed, and its
             # locks must go all the same.
@@ -783,6 +777,13 @@ class Vfs:
             log.warning("could not release the %s locks of inode %d: %s", kind, ino, exc)
             raise
         owners.discard((ino, owner))
+
+    async def _land(self, ino: InodeId) -> None:
+        """Send the file's buffered writes and commit them (before a lock is given up)."""
+        st = self._files.get(ino)
+        if st is not None and _unclean(st):
+            async with st.lock:
+                await self._flush_locked(st, sync=False)
 
     async def _revalidate(self, ino: InodeId) -> None:
         """Forget what this client cached about the file's data (the caller also drops the

@@ -77,10 +77,12 @@ class Cluster:
 
 
 @contextlib.contextmanager
-def local_cluster(tmp: Path) -> Iterator[Cluster]:
+def local_cluster(tmp: Path, *create_args: str) -> Iterator[Cluster]:
+    """A new local cluster under ``tmp``; ``create_args`` go to its first ``dfs local up``
+    (e.g. ``"--chunkservers", "4", "--set", "metaserver.replication_grace=2"``)."""
     need_fuse()
     cluster = Cluster(state=tmp / "state", mnt=tmp / "mnt")
-    cluster.up()
+    run_dfs("local", "up", "--dir", str(cluster.state), "--mount", str(cluster.mnt), *create_args)
     try:
         yield cluster
     finally:

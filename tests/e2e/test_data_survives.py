@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.localcluster import Cluster, need_fuse, run_dfs, wait_for
+from tests.e2e.localcluster import Cluster, local_cluster, wait_for
 
 pytestmark = pytest.mark.mount
 
@@ -28,34 +28,15 @@ MiB = 1 << 20
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    need_fuse()
-    tmp = tmp_path_factory.mktemp("dfs-data")
-    c = Cluster(state=tmp / "state", mnt=tmp / "mnt")
-    run_dfs(
-        "local",
-        "up",
-        "--dir",
-        str(c.state),
-        "--mount",
-        str(c.mnt),
-        "--chunkservers",
-        "4",
-        "--set",
-        "metaserver.replication_grace=2",
-        "--set",
-        "metaserver.chunkserver_timeout=3",
-        "--set",
-        "metaserver.write_lease=3",
-        "--set",
-        "metaserver.orphan_delay=5",
-    )
-    try:
+    with local_cluster(
+        tmp_path_factory.mktemp("dfs-data"),
+        "--chunkservers", "4",
+        "--set", "metaserver.replication_grace=2",
+        "--set", "metaserver.chunkserver_timeout=3",
+        "--set", "metaserver.write_lease=3",
+        "--set", "metaserver.orphan_delay=5",
+    ) as c:  # fmt: skip
         yield c
-    finally:
-        try:
-            c.down()
-        finally:
-            c.force_cleanup()
 
 
 def drop_caches() -> None:

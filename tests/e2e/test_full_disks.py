@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.localcluster import Cluster, need_fuse, run_dfs, wait_for
+from tests.e2e.localcluster import Cluster, local_cluster, wait_for
 
 pytestmark = pytest.mark.mount
 
@@ -21,26 +21,10 @@ CAPACITY = 200 * MiB
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    need_fuse()
-    tmp = tmp_path_factory.mktemp("dfs-full")
-    c = Cluster(state=tmp / "state", mnt=tmp / "mnt")
-    run_dfs(
-        "local",
-        "up",
-        "--dir",
-        str(c.state),
-        "--mount",
-        str(c.mnt),
-        "--set",
-        f"chunkserver.capacity_bytes={CAPACITY}",
-    )
-    try:
+    with local_cluster(
+        tmp_path_factory.mktemp("dfs-full"), "--set", f"chunkserver.capacity_bytes={CAPACITY}"
+    ) as c:
         yield c
-    finally:
-        try:
-            c.down()
-        finally:
-            c.force_cleanup()
 
 
 def write_file(path: Path, size: int) -> str:
