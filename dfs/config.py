@@ -207,6 +207,9 @@ class ClientConfig:
     #: close returns once every replica holds the data (it survives the loss of goal - 1
     #: chunkservers), as MooseFS and HDFS do; fsync(2) always reaches the disks.
     fsync_on_close: bool = False
+    #: POSIX ACLs (``setfacl``/``getfacl``), enforced by the kernel, and default ACLs that
+    #: new files inherit; off: the kernel checks the mode bits only, applying the umask.
+    posix_acl: bool = True
 
     def validate(self) -> None:
         if self.op_timeout <= 0:

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import stat
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar
 
 from dfs import errors as E
-from dfs.client.interfaces import NOW, Cred, InodeAttr, SetAttr
+from dfs.client.interfaces import Cred, InodeAttr, SetAttr
 from dfs.client.vfs import Vfs
 from dfs.fuse.errors import FuseError
 from dfs.fuse.model import (
@@ -27,7 +28,7 @@ from dfs.fuse.model import (
 )
 from dfs.fuse.operations import Operations
 from dfs.fuse.replies import DirBuffer, DirPlusBuffer
-from dfs.types import InodeId
+from dfs.types import ROOT_INODE, InodeId
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +122,15 @@ _NO_ATTR = Attr(
 )
 
 
+#: Times are kept as signed 64-bit nanoseconds since 1970: 1677-09-21 to 2262-04-11.  Like
+#: ext4 at its own limits, times outside are clamped rather than refused.
+_NS_MIN, _NS_MAX = -(2**63), 2**63 - 1
+
+
+def _clamp_ns(ns: int | None) -> int | None:
+    return None if ns is None else min(max(ns, _NS_MIN), _NS_MAX)
+
+
 def _cred(ctx: RequestContext) -> Cred:
     return Cred(uid=ctx.uid, gid=ctx.gid)
 
@@ -137,10 +147,34 @@ class DfsOperations(Operations):
         self.fsync_on_close = fsync_on_close
         #: ``notify_inval_inode(ino, offset, length)`` of the FUSE session, once mounted.
         self.invalidate: Callable[[int, int, int], Awaitable[bool]] | None = None
+        #: Inodes the kernel knows (its lookup count of each, from the entries this adapter
+        #: returned minus FORGETs): only these can be in its caches.
+        self.known: dict[int, int] = {ROOT_INODE: 1}
+        #: Size and mtime last given to the kernel per inode it knows.
+        self._shown: dict[int, tuple[int, int]] = {}
 
-    def _entry(self, a: InodeAttr) -> Entry:
+    def _show(self, a: InodeAttr) -> Attr:
+        """``a`` for the kernel, noting the size and mtime it will cache."""
+        self._shown[a.ino] = (a.size, a.mtime_ns)
+        return to_fuse_attr(a)
+
+    def _remember(self, ino: int) -> None:
+        self.known[ino] = self.known.get(ino, 0) + 1
+
+    async def forget(self, items: list[tuple[int, int]]) -> None:
+        for ino, nlookup in items:
+            left = self.known.get(ino, 0) - nlookup
+            if left > 0 or ino == ROOT_INODE:
+                self.known[ino] = max(left, 1)
+            else:
+                self.known.pop(ino, None)
+                self._shown.pop(ino, None)
+
+    def _entry(self, a: InodeAttr, *, remember: bool = True) -> Entry:
+        if remember:
+            self._remember(a.ino)
         return Entry(
-            attr=to_fuse_attr(a),
+            attr=self._show(a),
             generation=a.generation,
             entry_timeout=self.entry_timeout,
             attr_timeout=self.attr_timeout,
@@ -161,7 +195,7 @@ class DfsOperations(Operations):
 
     @_boundary
     async def getattr(self, ctx: RequestContext, ino: int, fh: int | None) -> tuple[Attr, float]:
-        return to_fuse_attr(await self.vfs.getattr(InodeId(ino))), self.attr_timeout
+        return self._show(await self.vfs.getattr(InodeId(ino))), self.attr_timeout
 
     @_boundary
     async def setattr(
@@ -172,11 +206,13 @@ class DfsOperations(Operations):
             uid=changes.uid,
             gid=changes.gid,
             size=changes.size,
-            atime_ns=NOW if changes.atime_now else changes.atime_ns,
-            mtime_ns=NOW if changes.mtime_now else changes.mtime_ns,
+            atime_ns=_clamp_ns(changes.atime_ns),
+            mtime_ns=_clamp_ns(changes.mtime_ns),
+            atime_now=changes.atime_now,
+            mtime_now=changes.mtime_now,
         )
         attr = await self.vfs.setattr(InodeId(ino), ch, _cred(ctx))
-        return to_fuse_attr(attr), self.attr_timeout
+        return self._show(attr), self.attr_timeout
 
     @_boundary
     async def readlink(self, ctx: RequestContext, ino: int) -> bytes:
@@ -190,13 +226,14 @@ class DfsOperations(Operations):
     async def mknod(
         self, ctx: RequestContext, parent: int, name: bytes, mode: int, rdev: int, umask: int
     ) -> Entry:
-        return self._entry(await self.vfs.mknod(InodeId(parent), name, mode, rdev, _cred(ctx)))
+        attr = await self.vfs.mknod(InodeId(parent), name, mode, rdev, _cred(ctx), umask)
+        return self._entry(attr)
 
     @_boundary
     async def mkdir(
         self, ctx: RequestContext, parent: int, name: bytes, mode: int, umask: int
     ) -> Entry:
-        return self._entry(await self.vfs.mkdir(InodeId(parent), name, mode, _cred(ctx)))
+        return self._entry(await self.vfs.mkdir(InodeId(parent), name, mode, _cred(ctx), umask))
 
     @_boundary
     async def unlink(self, ctx: RequestContext, parent: int, name: bytes) -> None:
@@ -224,15 +261,22 @@ class DfsOperations(Operations):
 
     @_boundary
     async def open(self, ctx: RequestContext, ino: int, flags: int) -> OpenReply:
-        fh, _ = await self.vfs.open(InodeId(ino), flags)
-        return OpenReply(fh=fh)
+        fh, attr = await self.vfs.open(InodeId(ino), flags)
+        if self._shown.get(ino) != (attr.size, attr.mtime_ns) and self.invalidate is not None:
+            # Close-to-open: the kernel may still hold attributes from before another
+            # client's change (the change feed is asynchronous); drop them so that the size
+            # it reads up to is the committed one.
+            await self.invalidate(ino, -1, 0)
+            self._shown[ino] = (attr.size, attr.mtime_ns)
+        return OpenReply(fh=fh, direct_io=bool(flags & os.O_DIRECT))
 
     @_boundary
     async def create(
         self, ctx: RequestContext, parent: int, name: bytes, mode: int, flags: int, umask: int
     ) -> tuple[Entry, OpenReply]:
-        fh, attr = await self.vfs.create(InodeId(parent), name, mode, flags, _cred(ctx))
-        return self._entry(attr), OpenReply(fh=fh)
+        fh, attr = await self.vfs.create(InodeId(parent), name, mode, flags, _cred(ctx), umask)
+        # O_DIRECT: the kernel sends reads and writes straight here, bypassing its page cache.
+        return self._entry(attr), OpenReply(fh=fh, direct_io=bool(flags & os.O_DIRECT))
 
     @_boundary
     async def read(self, ctx: RequestContext, ino: int, fh: int, offset: int, size: int) -> bytes:
@@ -310,6 +354,19 @@ class DfsOperations(Operations):
         await self.vfs.flush(fh, sync=True)
 
     @_boundary
+    async def fallocate(
+        self, ctx: RequestContext, ino: int, fh: int, offset: int, length: int, mode: int
+    ) -> None:
+        await self.vfs.fallocate(fh, offset, length, mode)
+
+    @_boundary
+    async def lseek(self, ctx: RequestContext, ino: int, fh: int, offset: int, whence: int) -> int:
+        pos = await self.vfs.lseek(fh, offset, whence)
+        if pos is None:
+            raise FuseError(errno.ENXIO)
+        return pos
+
+    @_boundary
     async def statfs(self, ctx: RequestContext, ino: int) -> Statfs:
         s = await self.vfs.statfs()
         bsize = 65536
@@ -339,11 +396,11 @@ class DfsOperations(Operations):
 
     @_boundary
     async def listxattr(self, ctx: RequestContext, ino: int) -> list[bytes]:
-        return await self.vfs.listxattr(InodeId(ino))
+        return await self.vfs.listxattr(InodeId(ino), privileged=ctx.uid == 0)
 
     @_boundary
     async def removexattr(self, ctx: RequestContext, ino: int, name: bytes) -> None:
-        await self.vfs.removexattr(InodeId(ino), name)
+        await self.vfs.removexattr(InodeId(ino), name, _cred(ctx))
 
     @_boundary
     async def opendir(self, ctx: RequestContext, ino: int, flags: int) -> OpenReply:
@@ -362,8 +419,10 @@ class DfsOperations(Operations):
         self, ctx: RequestContext, ino: int, fh: int, offset: int, buf: DirPlusBuffer
     ) -> None:
         for next_offset, name, attr in self.vfs.dir_entries(fh, offset):
-            if not buf.add(self._entry(attr), name, next_offset):
+            if not buf.add(self._entry(attr, remember=False), name, next_offset):
                 break
+            if name not in (b".", b".."):  # the kernel takes no reference for these
+                self._remember(attr.ino)
 
     async def releasedir(self, ctx: RequestContext, ino: int, fh: int) -> None:
         self.vfs.releasedir(fh)

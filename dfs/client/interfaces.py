@@ -106,7 +106,9 @@ class StatFs:
 
 @dataclass(slots=True)
 class SetAttr:
-    """Attribute changes; ``None`` leaves a field alone, ``NOW`` (-1) means the server's now."""
+    """Attribute changes; ``None`` leaves a field alone.  ``atime_now``/``mtime_now``: the
+    server's now (then ``atime_ns``/``mtime_ns`` are ignored; any other value, -1 included,
+    is a time)."""
 
     mode: int | None = None
     uid: int | None = None
@@ -114,9 +116,10 @@ class SetAttr:
     size: int | None = None
     atime_ns: int | None = None
     mtime_ns: int | None = None
-
-
-NOW = -1
+    atime_now: bool = False
+    mtime_now: bool = False
+    #: An access-time update by a read (``atime_now``): the change time stays.
+    atime_access: bool = False
 
 
 class MetaClient(Protocol):
@@ -128,9 +131,33 @@ class MetaClient(Protocol):
         self, ino: InodeId, changes: SetAttr, cred: Cred
     ) -> tuple[InodeAttr, list[ChunkRef]]: ...
     async def mknod(
-        self, parent: InodeId, name: bytes, mode: int, rdev: int, cred: Cred
+        self,
+        parent: InodeId,
+        name: bytes,
+        mode: int,
+        rdev: int,
+        cred: Cred,
+        *,
+        hold: bool = False,
+        umask: int = 0,
+    ) -> InodeAttr:
+        """Create a non-directory; ``hold``: the client holds the new regular file open.
+        ``umask`` applies to ``mode`` unless the directory has a default ACL (then the ACL
+        does: ``dfs.metaserver.acl.inherit``)."""
+        ...
+
+    async def open(self, ino: InodeId) -> InodeAttr:
+        """Hold a regular file open (it outlives its last name until ``release``); fresh
+        attributes.  ``NotFound`` when it no longer exists."""
+        ...
+
+    async def release(self, inos: list[InodeId]) -> None:
+        """This client closed its last descriptor of each of ``inos``."""
+        ...
+
+    async def mkdir(
+        self, parent: InodeId, name: bytes, mode: int, cred: Cred, *, umask: int = 0
     ) -> InodeAttr: ...
-    async def mkdir(self, parent: InodeId, name: bytes, mode: int, cred: Cred) -> InodeAttr: ...
     async def symlink(
         self, parent: InodeId, name: bytes, target: bytes, cred: Cred
     ) -> InodeAttr: ...
@@ -143,10 +170,16 @@ class MetaClient(Protocol):
     async def readlink(self, ino: InodeId) -> bytes: ...
     async def readdir(self, ino: InodeId) -> list[tuple[bytes, InodeAttr]]: ...
     async def statfs(self) -> StatFs: ...
-    async def setxattr(self, ino: InodeId, name: bytes, value: bytes, flags: int) -> None: ...
+    async def setxattr(
+        self, ino: InodeId, name: bytes, value: bytes, flags: int, cred: Cred | None = None
+    ) -> None:
+        """Store an xattr.  With ``cred``, changing a POSIX ACL is refused (``NotPermitted``)
+        unless ``cred`` owns the inode or is root."""
+        ...
+
     async def getxattr(self, ino: InodeId, name: bytes) -> bytes: ...
     async def listxattr(self, ino: InodeId) -> list[bytes]: ...
-    async def removexattr(self, ino: InodeId, name: bytes) -> None: ...
+    async def removexattr(self, ino: InodeId, name: bytes, cred: Cred | None = None) -> None: ...
     async def setgoal(self, ino: InodeId, goal: int, cred: Cred) -> InodeAttr:
         """Set the replication goal of a regular file or directory: ``NotPermitted`` unless
         ``cred`` owns it or is root, ``InvalidArgument`` for another type or a goal outside
@@ -172,6 +205,11 @@ class MetaClient(Protocol):
     ) -> InodeAttr:
         """Commit size and mtime; ``release``: chunk ids whose write leases this client gives
         up (its last handle of the file is closing)."""
+        ...
+
+    async def punch_hole(self, ino: InodeId, first: int, count: int) -> InodeAttr:
+        """Drop the file's chunks ``first <= index < first + count`` (they become holes and
+        are deleted on the chunkservers); the size stays, mtime and ctime are set to now."""
         ...
 
     async def release_leases(self, ino: InodeId, chunk_ids: list[int]) -> None:

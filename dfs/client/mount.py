@@ -9,6 +9,7 @@ from pathlib import Path
 
 import trio
 
+from dfs.client.coherence import Coherence
 from dfs.client.fuse_adapter import DfsOperations
 from dfs.client.remote import RpcChunkClient, RpcMetaClient
 from dfs.client.vfs import Vfs
@@ -60,7 +61,7 @@ async def run_mount(
             entry_timeout=client_cfg.entry_timeout,
             fsync_on_close=client_cfg.fsync_on_close,
         )
-        fuse_cfg = FuseConfig()
+        fuse_cfg = FuseConfig(posix_acl=client_cfg.posix_acl)
         fuse_cfg.validate()
         async with trio.open_nursery() as serving:
             session = await serving.start(
@@ -76,6 +77,9 @@ async def run_mount(
             )
             # Lock acquisitions invalidate the kernel's cached pages of the file.
             ops.invalidate = session.notify_inval_inode
+            # Other clients' changes reach the kernel's caches through the change feed.
+            coherence = Coherence(meta, session, ops.known, vfs.forget_cached)
+            nursery.start_soon(coherence.run)
             task_status.started(session)
         await meta.close_session()
         nursery.cancel_scope.cancel()

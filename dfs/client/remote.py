@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +55,10 @@ _REPLICA_ERRORS = (
 ATTEMPT_TIMEOUT = 2.0
 
 
+#: Limit of one ``fs.watch`` attempt (the leader answers within 20 s).
+WATCH_ATTEMPT_TIMEOUT = 30.0
+
+
 @dataclass
 class _Session:
     """A metadata session as this client holds it (see ``dfs.metaserver.sessions``)."""
@@ -102,6 +106,10 @@ class RpcMetaClient:
         self._session_kind = session_kind
         self._session_label = session_label
         self._session: _Session | None = None
+        #: Called when a replacement session opened (the old one expired), before any other
+        #: mutation uses it, to take again what the old one held (``Vfs``: open files).
+        self.on_new_session: Callable[[], Awaitable[None]] | None = None
+        self._renewing: trio.lowlevel.Task | None = None
         self._session_lock = trio.Lock()
         #: The group's session timeout (from ``session.open``); keepalives go at a third.
         self.session_timeout = 10.0
@@ -135,6 +143,9 @@ class RpcMetaClient:
         return (await self._ensure_session(trio.current_time() + self._timeout)).id
 
     async def _ensure_session(self, deadline: float) -> _Session:
+        if self._renewing is not None and self._renewing is trio.lowlevel.current_task():
+            assert self._session is not None
+            return self._session  # on_new_session's own calls, inside the lock below
         async with self._session_lock:
             if self._session is None:
                 res = await self.request(
@@ -147,6 +158,13 @@ class RpcMetaClient:
                 self.session_timeout = float(res.get("timeout", self.session_timeout))
                 self.sessions_opened += 1
                 log.debug("metadata session %d opened", self._session.id)
+                if self.sessions_opened > 1 and self.on_new_session is not None:
+                    # Before any other mutation runs in it: what the ended session held.
+                    self._renewing = trio.lowlevel.current_task()
+                    try:
+                        await self.on_new_session()
+                    finally:
+                        self._renewing = None
             return self._session
 
     def _drop_session(self, sess: _Session) -> None:
@@ -305,23 +323,58 @@ class RpcMetaClient:
             value = getattr(changes, key)
             if value is not None:
                 params[key] = value
+        for key in ("atime_now", "mtime_now", "atime_access"):
+            if getattr(changes, key):
+                params[key] = True
         res = await self._call("fs.setattr", params)
         trims = [ChunkRef.from_wire(c) for c in res.get("trim", ())]
         return InodeAttr.from_wire(res["attr"]), trims
 
     async def mknod(
-        self, parent: InodeId, name: bytes, mode: int, rdev: int, cred: Cred
+        self,
+        parent: InodeId,
+        name: bytes,
+        mode: int,
+        rdev: int,
+        cred: Cred,
+        *,
+        hold: bool = False,
+        umask: int = 0,
     ) -> InodeAttr:
-        res = await self._call(
-            "fs.mknod",
-            {"parent": parent, "name": name, "mode": mode, "rdev": rdev, "cred": cred.to_wire()},
-        )
-        return InodeAttr.from_wire(res)
+        params: dict[str, Any] = {
+            "parent": parent,
+            "name": name,
+            "mode": mode,
+            "rdev": rdev,
+            "cred": cred.to_wire(),
+            "umask": umask,
+        }
+        if hold:
+            params["hold"] = True
+        return InodeAttr.from_wire(await self._call("fs.mknod", params))
 
-    async def mkdir(self, parent: InodeId, name: bytes, mode: int, cred: Cred) -> InodeAttr:
-        res = await self._call(
-            "fs.mkdir", {"parent": parent, "name": name, "mode": mode, "cred": cred.to_wire()}
+    async def open(self, ino: InodeId) -> InodeAttr:
+        return InodeAttr.from_wire(await self._call("fs.open", {"ino": ino}))
+
+    async def watch(self, epoch: str, after: int) -> dict[str, Any]:
+        """One long poll of the leader's change feed (``fs.watch``): events after ``after``
+        of ``epoch`` (not this client's own), or ``reset``."""
+        params: dict[str, Any] = {"epoch": epoch, "after": after}
+        if self._session is not None:
+            params["session"] = self._session.id
+        result: dict[str, Any] = await self.request(
+            "fs.watch", params, idempotent=True, attempt_timeout=WATCH_ATTEMPT_TIMEOUT
         )
+        return result
+
+    async def release(self, inos: list[InodeId]) -> None:
+        await self._call("fs.release", {"inos": [int(i) for i in inos]})
+
+    async def mkdir(
+        self, parent: InodeId, name: bytes, mode: int, cred: Cred, *, umask: int = 0
+    ) -> InodeAttr:
+        params = {"parent": parent, "name": name, "mode": mode, "cred": cred.to_wire()}
+        res = await self._call("fs.mkdir", {**params, "umask": umask})
         return InodeAttr.from_wire(res)
 
     async def symlink(self, parent: InodeId, name: bytes, target: bytes, cred: Cred) -> InodeAttr:
@@ -371,8 +424,13 @@ class RpcMetaClient:
             files=int(res["files"]),
         )
 
-    async def setxattr(self, ino: InodeId, name: bytes, value: bytes, flags: int) -> None:
-        await self._call("fs.setxattr", {"ino": ino, "name": name, "value": value, "flags": flags})
+    async def setxattr(
+        self, ino: InodeId, name: bytes, value: bytes, flags: int, cred: Cred | None = None
+    ) -> None:
+        params: dict[str, Any] = {"ino": ino, "name": name, "value": value, "flags": flags}
+        if cred is not None:
+            params["cred"] = cred.to_wire()
+        await self._call("fs.setxattr", params)
 
     async def getxattr(self, ino: InodeId, name: bytes) -> bytes:
         return bytes(await self._read("fs.getxattr", {"ino": ino, "name": name}))
@@ -380,8 +438,11 @@ class RpcMetaClient:
     async def listxattr(self, ino: InodeId) -> list[bytes]:
         return [bytes(n) for n in await self._read("fs.listxattr", {"ino": ino})]
 
-    async def removexattr(self, ino: InodeId, name: bytes) -> None:
-        await self._call("fs.removexattr", {"ino": ino, "name": name})
+    async def removexattr(self, ino: InodeId, name: bytes, cred: Cred | None = None) -> None:
+        params: dict[str, Any] = {"ino": ino, "name": name}
+        if cred is not None:
+            params["cred"] = cred.to_wire()
+        await self._call("fs.removexattr", params)
 
     async def setgoal(self, ino: InodeId, goal: int, cred: Cred) -> InodeAttr:
         res = await self._call("fs.setgoal", {"ino": ino, "goal": goal, "cred": cred.to_wire()})
@@ -416,6 +477,10 @@ class RpcMetaClient:
         if release:
             params["release"] = release
         return InodeAttr.from_wire(await self._call("file.commit_write", params))
+
+    async def punch_hole(self, ino: InodeId, first: int, count: int) -> InodeAttr:
+        res = await self._call("file.punch_hole", {"ino": ino, "first": first, "count": count})
+        return InodeAttr.from_wire(res)
 
     async def release_leases(self, ino: InodeId, chunk_ids: list[int]) -> None:
         # Leader soft state, not a namespace command: repeating it is harmless.

@@ -12,6 +12,7 @@ with buffered data first flush it, so a process always reads its own writes.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import stat
 import time
@@ -44,6 +45,7 @@ from dfs.errors import (
     NoAttribute,
     NotADirectory,
     NotFound,
+    NotSupported,
     StaleHandle,
 )
 from dfs.types import CHUNK_SIZE, InodeId
@@ -70,6 +72,17 @@ XATTR_CAPABILITY = b"security.capability"
 #: The virtual xattr of the replication goal (like CephFS's ``ceph.dir.layout``): read and
 #: written as ASCII digits, answered from the inode's ``goal``, never stored, never listed.
 XATTR_GOAL = b"user.dfs.goal"
+#: Extended attribute namespaces Linux file systems store (``system.`` only for ACLs);
+#: any other name is EOPNOTSUPP, as on ext4.
+XATTR_PREFIXES = (b"user.", b"trusted.", b"security.")
+XATTR_SYSTEM_NAMES = frozenset({b"system.posix_acl_access", b"system.posix_acl_default"})
+
+
+def check_xattr_name(name: bytes) -> None:
+    if not (name.startswith(XATTR_PREFIXES) or name in XATTR_SYSTEM_NAMES):
+        raise NotSupported(f"extended attribute namespace of {name!r} is not supported")
+
+
 #: Replication goals a client may ask for (the metaserver also caps them at the number of
 #: chunkservers).
 MIN_GOAL = 1
@@ -80,6 +93,15 @@ LOCK_CANCEL_TIMEOUT = 10.0
 F_UNLCK = 2
 #: Closed, never-fsynced files whose chunks this client remembers for a later fsync.
 MAX_UNSYNCED_CLOSED = 4096
+#: Seconds a closed file's hold waits before its release is sent: releases go in batches,
+#: and a file opened again within it costs no metadata commit.
+RELEASE_DELAY = 0.05
+#: relatime: a read also updates an access time older than this.
+RELATIME_AGE_NS = 24 * 3600 * 10**9
+#: Whose credentials an access-time update carries (the kernel checked the read).
+ROOT_CRED = Cred(uid=0, gid=0)
+#: Most inodes released by one ``fs.release``.
+RELEASE_BATCH = 4096
 
 
 @dataclass
@@ -110,6 +132,9 @@ class FileState:
     lock: trio.Lock = field(default_factory=trio.Lock)
     #: ``security.capability`` known absent (the kernel asks for it before every write).
     no_capability: bool = False
+    #: relatime: the next read updates the access time (it is not after the last change, or
+    #: a day old).
+    atime_due: bool = False
 
 
 @dataclass
@@ -196,10 +221,29 @@ class Vfs:
         self._next_fh = 1
         self._io_limit = trio.CapacityLimiter(PARALLEL_IO)
         self._nursery = nursery
+        #: Regular files this client holds open at the metaserver (``meta.open``, or a create
+        #: with ``hold``): such a file outlives its last name, whoever removes it, until this
+        #: client releases it.  ``_release_pending``: held files whose last descriptor here
+        #: closed, released in the next batch; ``_releasing``: releases in flight (an open of
+        #: one waits, so that its new hold follows the release in the log).
+        #: Access times set by reads, shown until the metaserver has them.
+        self._atime_pending: dict[InodeId, int] = {}
+        self._held: set[InodeId] = set()
+        self._release_pending: set[InodeId] = set()
+        self._releasing: dict[InodeId, trio.Event] = {}
+        self._release_wake = trio.Event()
+        self._releaser_started = False
+        #: The session the holds belong to: they end with it.
+        self._hold_session: int | None = None
+        if hasattr(meta, "on_new_session"):
+            meta.on_new_session = self._rehold
 
     # ------------------------------------------------------------------ attributes
     def _overlay(self, attr: InodeAttr) -> InodeAttr:
         """Show this client's unflushed size and mtime in attributes it returns."""
+        pending = self._atime_pending.get(attr.ino)
+        if pending is not None:
+            attr.atime_ns = max(attr.atime_ns, pending)
         st = self._files.get(attr.ino)
         if st is not None and _unclean(st):
             attr.size = st.size
@@ -211,7 +255,14 @@ class Vfs:
         return self._overlay(await self.meta.lookup(parent, name))
 
     async def getattr(self, ino: InodeId) -> InodeAttr:
-        return self._overlay(await self.meta.getattr(ino))
+        try:
+            return self._overlay(await self.meta.getattr(ino))
+        except NotFound:
+            # A directory removed while open here: fstat on it still works (nlink 0).
+            for handle in self._dirs.values():
+                if handle.ino == ino:
+                    return dataclasses.replace(handle.entries[0][1], nlink=0)
+            raise
 
     async def setattr(self, ino: InodeId, changes: SetAttr, cred: Cred) -> InodeAttr:
         st = self._files.get(ino)
@@ -235,7 +286,7 @@ class Vfs:
             attr, trims = await self.meta.setattr(ino, changes, cred)
             await self._trim(ino, trims)
             return attr
-        if st is not None and _unclean(st) and changes.mtime_ns is not None:
+        if st is not None and _unclean(st) and (changes.mtime_ns is not None or changes.mtime_now):
             # An explicit mtime (utimensat, e.g. from tar or cp -p) must not be overwritten by
             # the commit of writes made before it: land those first.
             async with st.lock:
@@ -296,14 +347,17 @@ class Vfs:
 
     # ------------------------------------------------------------------ namespace
     async def mknod(
-        self, parent: InodeId, name: bytes, mode: int, rdev: int, cred: Cred
+        self, parent: InodeId, name: bytes, mode: int, rdev: int, cred: Cred, umask: int = 0
     ) -> InodeAttr:
         check_name(name)
-        return await self.meta.mknod(parent, name, mode, rdev, cred)
+        return await self.meta.mknod(parent, name, mode, rdev, cred, umask=umask)
 
-    async def mkdir(self, parent: InodeId, name: bytes, mode: int, cred: Cred) -> InodeAttr:
+    async def mkdir(
+        self, parent: InodeId, name: bytes, mode: int, cred: Cred, umask: int = 0
+    ) -> InodeAttr:
         check_name(name)
-        return await self.meta.mkdir(parent, name, stat.S_IFDIR | (mode & 0o7777), cred)
+        mode = stat.S_IFDIR | (mode & 0o7777)
+        return await self.meta.mkdir(parent, name, mode, cred, umask=umask)
 
     async def symlink(self, parent: InodeId, name: bytes, target: bytes, cred: Cred) -> InodeAttr:
         check_name(name)
@@ -342,15 +396,17 @@ class Vfs:
     ) -> None:
         """Store an xattr; ``user.dfs.goal`` sets the replication goal instead (flags are
         ignored for it: the virtual attribute always exists)."""
+        check_xattr_name(name)
         if name == XATTR_GOAL:
             await self.setgoal(ino, parse_goal(value), cred)
             return
-        await self.meta.setxattr(ino, name, value, flags)
+        await self.meta.setxattr(ino, name, value, flags, cred)
         st = self._files.get(ino)
         if st is not None and name == XATTR_CAPABILITY:
             st.no_capability = False
 
     async def getxattr(self, ino: InodeId, name: bytes) -> bytes:
+        check_xattr_name(name)
         if name == XATTR_GOAL:
             attr = await self.meta.getattr(ino)
             if not (stat.S_ISREG(attr.mode) or stat.S_ISDIR(attr.mode)):
@@ -366,15 +422,22 @@ class Vfs:
                 st.no_capability = True
             raise
 
-    async def listxattr(self, ino: InodeId) -> list[bytes]:
+    async def listxattr(self, ino: InodeId, *, privileged: bool = True) -> list[bytes]:
+        """Stored names; ``trusted.*`` only for a ``privileged`` caller (as Linux lists them
+        to CAP_SYS_ADMIN only)."""
         # The goal is not listed: copying tools (cp -a, rsync -X) would otherwise carry it
         # to other file systems, and a listing should show stored attributes only.
-        return [n for n in await self.meta.listxattr(ino) if n != XATTR_GOAL]
+        return [
+            n
+            for n in await self.meta.listxattr(ino)
+            if n != XATTR_GOAL and (privileged or not n.startswith(b"trusted."))
+        ]
 
-    async def removexattr(self, ino: InodeId, name: bytes) -> None:
+    async def removexattr(self, ino: InodeId, name: bytes, cred: Cred | None = None) -> None:
+        check_xattr_name(name)
         if name == XATTR_GOAL:
             raise InvalidArgument("the replication goal can be changed but not removed")
-        await self.meta.removexattr(ino, name)
+        await self.meta.removexattr(ino, name, cred)
 
     # ------------------------------------------------------------------ replication goal
     async def setgoal(self, ino: InodeId, goal: int, cred: Cred) -> InodeAttr:
@@ -405,6 +468,10 @@ class Vfs:
         # Close-to-open: a new open re-reads the chunk map, another client may have written.
         if not st.dirty:
             st.chunks.clear()
+        st.atime_due = (
+            attr.atime_ns <= max(attr.mtime_ns, attr.ctime_ns)
+            or time.time_ns() - attr.atime_ns >= RELATIME_AGE_NS
+        )
         st.open_count += 1
         handle = FileHandle(fh=self._new_fh(), state=st, flags=flags)
         self._handles[handle.fh] = handle
@@ -412,7 +479,7 @@ class Vfs:
 
     async def open(self, ino: InodeId, flags: int) -> tuple[int, InodeAttr]:
         try:
-            attr = await self.meta.getattr(ino)
+            attr = await self._hold(ino)
         except NotFound:
             # The kernel's cached name points at an inode another client removed: ESTALE
             # makes it walk the path again instead of failing the open (NFS does the same).
@@ -421,18 +488,132 @@ class Vfs:
             raise IsADirectory()
         return self._attach(attr, flags).fh, attr
 
+    # ------------------------------------------------------------------ holds
+    def _holds_current(self) -> None:
+        """Forget holds of an ended session (the metaserver dropped them with it)."""
+        sid = getattr(self.meta, "session_id", None)
+        if sid != self._hold_session:
+            if self._hold_session is not None:
+                self._held.clear()
+                self._release_pending.clear()
+            self._hold_session = sid
+
+    async def _rehold(self) -> None:
+        """The session ended (this client was silent too long) and a new one opened: hold
+        the files still open here again before anything else happens in it.  A file that
+        lost its last name meanwhile and was freed is gone (its descriptors get ESTALE)."""
+        self._held.clear()
+        self._release_pending.clear()
+        self._hold_session = getattr(self.meta, "session_id", None)
+        for ino, st in list(self._files.items()):
+            if st.open_count <= 0:
+                continue
+            try:
+                await self.meta.open(ino)
+            except DfsError as exc:
+                log.warning("open file %d could not be held again: %s", ino, exc)
+                continue
+            self._held.add(ino)
+        log.info("holding %d open files in the new session", len(self._held))
+
+    async def _access(self, st: FileState) -> None:
+        """A read: update the access time as Linux's relatime does (in the background: the
+        read does not wait for the commit; the new time is shown here meanwhile)."""
+        st.atime_due = False
+        ino, now = st.ino, time.time_ns()
+        self._atime_pending[ino] = now
+        change = SetAttr(atime_now=True, atime_access=True)
+
+        async def touch() -> None:
+            try:
+                await self.meta.setattr(ino, change, ROOT_CRED)
+            except DfsError as exc:
+                log.debug("could not update the access time of %d: %s", ino, exc)
+            finally:
+                if self._atime_pending.get(ino) == now:
+                    del self._atime_pending[ino]
+
+        if self._nursery is None:
+            await touch()
+        else:
+            self._nursery.start_soon(touch)
+
+    async def _hold(self, ino: InodeId) -> InodeAttr:
+        """Fresh attributes of ``ino``, held open by this client (one commit for the first
+        descriptor of a file here; later ones only read its attributes)."""
+        releasing = self._releasing.get(ino)
+        if releasing is not None:
+            await releasing.wait()
+        self._holds_current()
+        if ino in self._held:
+            self._release_pending.discard(ino)
+            return await self.meta.getattr(ino)
+        attr = await self.meta.open(ino)
+        self._holds_current()
+        if stat.S_ISREG(attr.mode):
+            self._held.add(ino)
+        return attr
+
+    async def _unhold(self, ino: InodeId) -> None:
+        """The last descriptor of ``ino`` here closed: release it soon (batched)."""
+        if ino not in self._held:
+            return
+        self._release_pending.add(ino)
+        if self._nursery is None:
+            await self._send_releases()
+            return
+        if not self._releaser_started:
+            self._releaser_started = True
+            self._nursery.start_soon(self._release_loop)
+        self._release_wake.set()
+
+    async def _release_loop(self) -> None:
+        while True:
+            await self._release_wake.wait()
+            self._release_wake = trio.Event()
+            await trio.sleep(RELEASE_DELAY)
+            await self._send_releases()
+
+    async def _send_releases(self) -> None:
+        while self._release_pending:
+            batch = sorted(self._release_pending)[:RELEASE_BATCH]
+            done = trio.Event()
+            for ino in batch:
+                self._release_pending.discard(ino)
+                self._held.discard(ino)
+                self._releasing[ino] = done
+            try:
+                await self.meta.release(batch)
+            except DfsError as exc:
+                # The holds end with the session at the latest.
+                log.info("could not release %d open files: %s", len(batch), exc)
+            finally:
+                for ino in batch:
+                    if self._releasing.get(ino) is done:
+                        del self._releasing[ino]
+                done.set()
+
     async def create(
-        self, parent: InodeId, name: bytes, mode: int, flags: int, cred: Cred
+        self, parent: InodeId, name: bytes, mode: int, flags: int, cred: Cred, umask: int = 0
     ) -> tuple[int, InodeAttr]:
         check_name(name)
+        self._holds_current()
         try:
-            attr = await self.meta.mknod(parent, name, stat.S_IFREG | (mode & 0o7777), 0, cred)
+            attr = await self.meta.mknod(
+                parent, name, stat.S_IFREG | (mode & 0o7777), 0, cred, hold=True, umask=umask
+            )
+            self._holds_current()
+            self._held.add(attr.ino)
         except Exists:
             if flags & 0o200:  # O_EXCL
                 raise
             attr = await self.meta.lookup(parent, name)
             if stat.S_ISDIR(attr.mode):
                 raise IsADirectory() from None
+            try:
+                attr = await self._hold(attr.ino)
+            except NotFound:
+                raise StaleHandle(f"inode {attr.ino} no longer exists") from None
         return self._attach(attr, flags).fh, attr
 
     def _handle(self, fh: int) -> FileHandle:
@@ -507,6 +688,8 @@ class Vfs:
                 del self._files[st.ino]
                 if st.unsynced:
                     self._unsynced_closed[st.ino] = st.unsynced
+            if st.open_count == 0:
+                await self._unhold(st.ino)
         while len(self._unsynced_closed) > MAX_UNSYNCED_CLOSED:
             # Bound the memory: the oldest closed file gets its fdatasync now instead.
             ino, chunks = self._unsynced_closed.popitem(last=False)
@@ -639,6 +822,8 @@ class Vfs:
         if st.dirty or st.lock.locked():
             async with st.lock:
                 await self._flush_locked(st, sync=False)
+        if st.atime_due:
+            await self._access(st)
         file_size = st.size
         if offset >= file_size or size <= 0:
             return b""
@@ -785,6 +970,13 @@ class Vfs:
             async with st.lock:
                 await self._flush_locked(st, sync=False)
 
+    async def forget_cached(self, ino: InodeId) -> None:
+        """Another client changed the file: drop its cached chunk map and size."""
+        try:
+            await self._revalidate(ino)
+        except DfsError as exc:
+            log.debug("could not revalidate inode %d: %s", ino, exc)
+
     async def _revalidate(self, ino: InodeId) -> None:
         """Forget what this client cached about the file's data (the caller also drops the
         kernel's pages)."""
@@ -831,6 +1023,7 @@ class Vfs:
                         await self._flush_locked(st, sync=True)
                 except (IOFailure, NotFound) as exc:
                     log.error("could not flush inode %d at unmount: %s", st.ino, exc)
+        await self._send_releases()
 
     def statistics(self) -> dict[str, int]:
         return {
@@ -839,3 +1032,133 @@ class Vfs:
             "open_dirs": len(self._dirs),
             "dirty_bytes": sum(st.dirty.nbytes for st in self._files.values()),
         }
+
+    # ---- fallocate / lseek
+    #: fallocate(2) modes (``linux/falloc.h``) dfs supports; FUSE passes others (ZERO_RANGE,
+    #: COLLAPSE_RANGE, INSERT_RANGE, ...) only to be refused.
+    FALLOC_FL_KEEP_SIZE = 0x01
+    FALLOC_FL_PUNCH_HOLE = 0x02
+    #: lseek(2) whences that reach a FUSE file system (the kernel does SET/CUR/END itself).
+    SEEK_DATA = 3
+    SEEK_HOLE = 4
+
+    async def fallocate(self, fh: int, offset: int, length: int, mode: int) -> None:
+        """fallocate(2) on an open file.
+
+        * mode 0: the size grows to ``offset + length`` when that is larger, committed at once
+          like a write's (space is not reserved: chunks are allocated when written, the new
+          range reads as zeros);
+        * ``FALLOC_FL_KEEP_SIZE``: nothing to do (no reservation);
+        * ``FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE``: the range reads as zeros, the size
+          stays (see ``_punch_locked``);
+        * anything else: ``NotSupported`` (EOPNOTSUPP).
+        """
+        st = self._handle(fh).state
+        if offset < 0 or length <= 0:
+            raise InvalidArgument(f"fallocate range offset={offset} length={length}")
+        keep, punch = self.FALLOC_FL_KEEP_SIZE, self.FALLOC_FL_PUNCH_HOLE
+        if mode & ~(keep | punch) or mode == punch:
+            raise NotSupported(f"fallocate mode {mode:#x} is not supported")
+        end = offset + length
+        if mode & punch:
+            async with st.lock:
+                await self._punch_locked(st, offset, end)
+            return
+        if mode & keep or end <= st.size:
+            return
+        if end > MAX_FILE_SIZE:
+            raise FileTooLarge("file size limit exceeded")
+        async with st.lock:
+            if end > st.size:
+                st.size = end
+                st.size_dirty = True
+                st.mtime_ns = time.time_ns()
+            await self._flush_locked(st, sync=False)
+
+    async def _punch_locked(self, st: FileState, offset: int, end: int) -> None:
+        """Make ``[offset, end)`` read as zeros without changing the size.
+
+        Buffered bytes inside the range are dropped and the rest is landed first (so the
+        chunk map and the committed size are what the hole is cut from).  Chunks the hole
+        covers whole (up to the end of the file) leave the file by one namespace command
+        (``punch_hole``; the metaserver frees them like a truncate's); in a chunk covered in
+        part, a range reaching the chunk's end or the file's end is cut off by truncating the
+        chunk on its replicas, any other range is overwritten with zeros through the write
+        path.  Both run under write leases like any write.  The kernel drops its own pages of
+        the range before it asks."""
+        for off, data in st.dirty.take():
+            if off < offset:
+                st.dirty.add(off, bytes(data[: offset - off]))
+            if off + len(data) > end:
+                keep_from = max(end - off, 0)
+                st.dirty.add(off + keep_from, bytes(data[keep_from:]))
+        await self._flush_locked(st, sync=False)
+        size = st.size
+        end = min(end, size)
+        if offset >= end:
+            return  # wholly beyond the end of the file: nothing reads differently
+        first = -(-offset // CHUNK_SIZE)  # first chunk starting inside the hole
+        # One past the last chunk whose part inside the file the hole covers whole.
+        stop = -(-end // CHUNK_SIZE) if end == size else end // CHUNK_SIZE
+        whole = range(first, max(first, stop))
+        # The partly covered pieces, each within one chunk.
+        pieces: list[tuple[int, int, int]] = []
+        pos = offset
+        while pos < end:
+            index = pos // CHUNK_SIZE
+            hi = min(end, (index + 1) * CHUNK_SIZE)
+            if index not in whole:
+                pieces.append((index, pos, hi))
+            pos = hi
+        zeros = memoryview(bytes(min(WRITE_PIECE, CHUNK_SIZE)))
+        for index, lo, hi in pieces:
+            if not await self.meta.file_chunks(st.ino, index, 1):
+                continue  # already a hole
+            chunk = await self._chunk_for_write(st, index)
+            base = index * CHUNK_SIZE
+            if hi == base + CHUNK_SIZE or hi >= size:
+
+                async def cut(ref: ChunkRef, length: int = lo - base) -> None:
+                    await self.chunks.truncate(ref, length)
+
+                await self._on_replicas(st.ino, chunk, cut, st)
+                continue
+            async with _parallel() as nursery:
+                at = lo
+                while at < hi:
+                    n = min(hi - at, WRITE_PIECE)
+                    piece: list[tuple[int, bytes | memoryview]] = [(at - base, zeros[:n])]
+                    nursery.start_soon(self._write_batch, st, chunk, piece)
+                    at += n
+        await self.meta.punch_hole(st.ino, first, len(whole))
+        for index in whole:
+            st.chunks.pop(index, None)
+            st.leases.pop(index, None)
+            st.unsynced.pop(index, None)
+
+    async def lseek(self, fh: int, offset: int, whence: int) -> int | None:
+        """SEEK_DATA / SEEK_HOLE: the first data (resp. hole) offset at or after ``offset``;
+        ``None`` when there is none (ENXIO: ``offset`` is at or beyond the end of the file,
+        or no data follows it).
+
+        Data is tracked per chunk: a chunk index without a chunk is a hole, and so is
+        everything from the end of the file on (the "virtual hole" every file ends with).
+        Buffered writes are landed first, so their chunks exist and the size is known."""
+        st = self._handle(fh).state
+        if whence not in (self.SEEK_DATA, self.SEEK_HOLE):
+            raise InvalidArgument(f"lseek whence {whence} is not SEEK_DATA or SEEK_HOLE")
+        if _unclean(st) or st.lock.locked():
+            async with st.lock:
+                await self._flush_locked(st, sync=False)
+        size = st.size
+        if offset < 0 or offset >= size:
+            return None
+        first, last = offset // CHUNK_SIZE, (size - 1) // CHUNK_SIZE
+        present = {c.index for c in await self.meta.file_chunks(st.ino, first, last - first + 1)}
+        if whence == self.SEEK_DATA:
+            data = min((i for i in present if i <= last), default=None)
+            return None if data is None else max(offset, data * CHUNK_SIZE)
+        index = first
+        while index in present:  # at most len(present) steps
+            index += 1
+        return min(max(offset, index * CHUNK_SIZE), size)

@@ -20,6 +20,10 @@ class FuseConfig:
     ``writeback_cache`` lets the kernel buffer writes (faster, but a crash of this process
     loses them and other clients see them late); ``posix_acl`` makes the kernel enforce ACLs
     stored in ``system.posix_acl_*`` xattrs.  Both stay off unless asked for.
+
+    With ``posix_acl`` the file system applies the umask itself (``FUSE_DONT_MASK``): the
+    kernel then sends the requested mode and the umask apart, because a directory's default
+    ACL replaces the umask (``posix_acl_create``), which only the file system knows of.
     """
 
     max_write: int = MAX_MAX_WRITE
@@ -81,7 +85,7 @@ def wanted_flags(config: FuseConfig, *, posix_locks: bool, flock_locks: bool) ->
     if config.writeback_cache:
         want |= abi.FUSE_WRITEBACK_CACHE
     if config.posix_acl:
-        want |= abi.FUSE_POSIX_ACL
+        want |= abi.FUSE_POSIX_ACL | abi.FUSE_DONT_MASK
     if posix_locks:
         want |= abi.FUSE_POSIX_LOCKS
     if flock_locks:

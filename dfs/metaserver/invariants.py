@@ -65,8 +65,19 @@ def check(ns: Namespace) -> list[str]:
                 problems.append(f"I5: directory {ino} parent {node.parent} != {held_by.get(ino)}")
             if node.nlink != 2 + subdirs[ino]:
                 problems.append(f"I5: directory {ino} nlink {node.nlink} != 2 + {subdirs[ino]}")
-        elif node.nlink != refs[ino] or node.nlink < 1:
+        elif node.nlink != refs[ino] or (node.nlink < 1 and ino not in ns.holds):
             problems.append(f"I4: inode {ino} nlink {node.nlink} but {refs[ino]} entries")
+    for ino, sids in ns.holds.items():
+        held = ns.inodes.get(ino)
+        if held is None or not held.is_reg or not sids:
+            problems.append(f"I4: held inode {ino} is missing, not a regular file or unheld")
+        for sid in sids:
+            if sid not in ns.sessions.sessions:
+                problems.append(f"I4: inode {ino} held by unknown session {sid}")
+            elif ino not in ns.held_by.get(sid, ()):
+                problems.append(f"I4: hold of inode {ino} by session {sid} not indexed")
+    if sum(len(v) for v in ns.held_by.values()) != sum(len(v) for v in ns.holds.values()):
+        problems.append("I4: session -> held inodes index does not match the holds")
 
     problems.extend(_check_tree(ns))
     problems.extend(_check_chunks(ns))

@@ -25,6 +25,11 @@ Schema (the snapshot, msgpack map ``format == 2``)
   sessions and their remembered outcomes (``dfs.metaserver.sessions``).
 * ``locks`` (format 3): the fcntl and flock locks held (``dfs.metaserver.locks``, its
   ``encode``).
+* ``holds`` (format 4): ``[[ino, [session, ...]], ...]`` sorted, the regular files that
+  client sessions hold open (``open``, ``mknod`` with ``hold``; ``release``).  A file whose
+  last name goes while it is held stays, with ``nlink`` 0 and no name, until the last holder
+  releases it or its session ends: a program can go on reading and writing an unlinked file
+  (POSIX), on any client.
 * ``members`` (format 2): ``[[id, address], ...]`` sorted, the RPC addresses of metaservers
   added to the Raft group after it was created (``set_member``; the founding members'
   addresses come from their config).  Kept here so that every member, and every snapshot,
@@ -39,7 +44,9 @@ I1. Once initialised, inode 1 (the root) exists, is a directory and is its own `
 I2. Every inode number is in ``[1, next_ino)``.
 I3. Every directory entry name is valid (1..255 bytes, no ``/`` or NUL, not ``.``/``..``) and
     points at an existing inode.
-I4. A non-directory's ``nlink`` is the number of directory entries referencing it (>= 1).
+I4. A non-directory's ``nlink`` is the number of directory entries referencing it; it is 0
+    only for a regular file some session holds open (an open-unlinked file).  Every held
+    inode exists and is a regular file, every holder is an existing session.
 I5. A directory other than the root is referenced by exactly one entry, in the directory named
     by its ``parent``; the root by none.  A directory's ``nlink`` is 2 + its subdirectories.
 I6. Every directory reaches the root by following ``parent`` (no cycles, nothing detached).
@@ -70,17 +77,19 @@ from dfs.errors import (
     NotADirectory,
     NotFound,
     NotPermitted,
+    PermissionDenied,
     RangeError,
     TooManyLinks,
 )
+from dfs.metaserver import acl
 from dfs.metaserver.inode import PERM_MASK, Inode
 from dfs.metaserver.locks import LockTable
 from dfs.metaserver.sessions import SessionTable
 from dfs.types import CHUNK_SIZE, ROOT_INODE, ChunkId, ChunkVersion, InodeId
 
-SNAPSHOT_FORMAT = 3
-#: Formats ``restore`` reads (1: before sessions existed; 2: before locks).
-_READABLE_FORMATS = (1, 2, 3)
+SNAPSHOT_FORMAT = 4
+#: Formats ``restore`` reads (1: before sessions existed; 2: before locks; 3: before holds).
+_READABLE_FORMATS = (1, 2, 3, 4)
 NAME_MAX = 255
 PATH_MAX = 4096
 #: Link count limit (ext4's value); also bounds a directory's subdirectory count.
@@ -115,6 +124,27 @@ def check_name(name: bytes) -> None:
         raise InvalidArgument(f"invalid name {name!r}")
 
 
+def _stored_acl(node: Inode, name: bytes) -> acl.Acl | None:
+    """The valid ACL stored under ``name`` on ``node``, else None (a value stored before ACLs
+    were checked that does not decode counts as absent)."""
+    value = node.xattrs.get(name) if node.xattrs else None
+    if value is None:
+        return None
+    try:
+        return acl.decode_valid(value) or None
+    except InvalidArgument:
+        return None
+
+
+def _check_owner(node: Inode, cred: dict[str, Any] | None) -> None:
+    """Only the owner or root changes an inode's ACLs (``cred`` None: checked upstream)."""
+    if cred is None:
+        return
+    uid = int(cred["uid"])
+    if uid not in (0, node.uid):
+        raise NotPermitted(f"uid {uid} does not own inode {node.ino}")
+
+
 class Namespace:
     """The metadata state machine.  ``apply`` mutates; the other public methods only read."""
 
@@ -135,6 +165,9 @@ class Namespace:
         self.locks = LockTable()
         #: Raft member id -> "host:port" of members added online (see the schema).
         self.members: dict[str, str] = {}
+        #: Regular file -> sessions holding it open, and the inverse (see the schema).
+        self.holds: dict[InodeId, set[int]] = {}
+        self.held_by: dict[int, set[InodeId]] = {}
         self._ops: dict[str, Callable[[dict[str, Any]], Any]] = {
             "init": self._op_init,
             "noop": lambda _c: None,
@@ -151,7 +184,10 @@ class Namespace:
             "setgoal": self._op_setgoal,
             "alloc_chunk": self._op_alloc_chunk,
             "commit_write": self._op_commit_write,
+            "punch_hole": self._op_punch_hole,
             "set_version": self._op_set_version,
+            "open": self._op_open,
+            "release": self._op_release,
             "open_session": self.sessions.open,
             "close_session": self._op_close_session,
             "expire_sessions": self._op_expire_sessions,
@@ -253,6 +289,7 @@ class Namespace:
             "sessions": self.sessions.to_record(),
             "members": [[i, self.members[i]] for i in sorted(self.members)],
             "locks": self.locks.encode(),
+            "holds": [[i, sorted(self.holds[i])] for i in sorted(self.holds)],
         }
         return msgpack.packb(data, use_bin_type=True)
 
@@ -277,12 +314,15 @@ class Namespace:
             sessions = SessionTable.from_record(data.get("sessions"))
             members = {str(i): str(a) for i, a in data.get("members", [])}
             locks = LockTable.decode(data.get("locks", []))
+            holds = {InodeId(int(i)): {int(x) for x in sids} for i, sids in data.get("holds", [])}
         except SnapshotCorrupt:
             raise
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise SnapshotCorrupt(f"undecodable snapshot: {exc!r}") from exc
         fresh.n_files = sum(1 for n in inodes.values() if n.is_reg)
         fresh.n_dirs = sum(1 for n in inodes.values() if n.is_dir)
+        fresh.sessions = sessions
+        fresh._set_holds(holds)
         problems = check(fresh)
         if problems:
             raise SnapshotCorrupt("snapshot violates invariants: " + "; ".join(problems[:5]))
@@ -295,6 +335,7 @@ class Namespace:
         self.sessions.sessions, self.sessions.next_id = sessions.sessions, sessions.next_id
         self.members = members
         self.locks = locks
+        self.holds, self.held_by = fresh.holds, fresh.held_by
 
     # ------------------------------------------------------------------ helpers
     def _get(self, ino: int) -> Inode:
@@ -336,9 +377,34 @@ class Namespace:
         return d
 
     def _new_inode(
-        self, parent: Inode, mode: int, cred: dict[str, Any], now: int, rdev: int = 0
+        self,
+        parent: Inode,
+        mode: int,
+        cred: dict[str, Any],
+        now: int,
+        rdev: int = 0,
+        umask: int = 0,
     ) -> Inode:
-        """Allocate an inode under ``parent`` with ownership by POSIX and BSD-setgid rules."""
+        """Allocate an inode under ``parent`` with ownership by POSIX and BSD-setgid rules.
+
+        Its permissions follow ``posix_acl_create``: under a directory with a default ACL the
+        requested ``mode`` is ANDed with that ACL (which becomes the new access ACL, and a new
+        directory's default ACL too) and ``umask`` is ignored; otherwise ``mode & ~umask``.
+        Symlinks keep 0777 and no ACL.
+        """
+        xattrs: dict[bytes, bytes] = {}
+        if not stat.S_ISLNK(mode):
+            inherited = acl.inherit(
+                _stored_acl(parent, acl.XATTR_DEFAULT),
+                mode & PERM_MASK,
+                umask,
+                is_dir=stat.S_ISDIR(mode),
+            )
+            mode = stat.S_IFMT(mode) | inherited.mode
+            if inherited.access is not None:
+                xattrs[acl.XATTR_ACCESS] = acl.encode(inherited.access)
+            if inherited.default is not None:
+                xattrs[acl.XATTR_DEFAULT] = acl.encode(inherited.default)
         gid = int(cred["gid"])
         if parent.mode & stat.S_ISGID:
             # BSD group semantics: the new object takes the directory's group, and a new
@@ -351,6 +417,8 @@ class Namespace:
         node = Inode(
             ino, mode, uid=int(cred["uid"]), gid=gid, now_ns=now, goal=parent.goal, rdev=rdev
         )
+        if xattrs:
+            node.xattrs = xattrs
         self.inodes[ino] = node
         return node
 
@@ -368,10 +436,44 @@ class Namespace:
         else:
             self._free(node)
 
+    def _set_holds(self, holds: dict[InodeId, set[int]]) -> None:
+        self.holds = {i: set(s) for i, s in holds.items() if s}
+        self.held_by = {}
+        for ino, sids in self.holds.items():
+            for sid in sids:
+                self.held_by.setdefault(sid, set()).add(ino)
+
+    def _hold(self, ino: InodeId, sid: int) -> None:
+        self.holds.setdefault(ino, set()).add(sid)
+        self.held_by.setdefault(sid, set()).add(ino)
+
+    def _unhold(self, ino: InodeId, sid: int) -> None:
+        """``sid`` no longer holds ``ino``; an unlinked file nobody holds is freed."""
+        sids = self.holds.get(ino)
+        if sids is None or sid not in sids:
+            return
+        sids.discard(sid)
+        inos = self.held_by.get(sid)
+        if inos is not None:
+            inos.discard(ino)
+            if not inos:
+                del self.held_by[sid]
+        if not sids:
+            del self.holds[ino]
+            node = self.inodes.get(ino)
+            if node is not None and node.nlink == 0:
+                self._free(node)
+
+    def _drop_session_holds(self, sid: int) -> None:
+        for ino in sorted(self.held_by.get(sid, ())):
+            self._unhold(ino, sid)
+
     def _free(self, node: Inode) -> None:
-        # HOOK (open-unlinked files): a later issue keeps an inode whose last link is gone
-        # alive while some client still holds it open; it will move the inode to an
-        # "orphans" table here instead of freeing it, and free it on the last release.
+        """``node`` lost its last name: gone now, or when the last session holding it open
+        releases it (an open-unlinked file keeps its data, chunks and locks until then)."""
+        if node.ino in self.holds:
+            node.nlink = 0
+            return
         del self.inodes[node.ino]
         self.locks.inode_gone(node.ino)
         if node.is_dir:
@@ -427,7 +529,9 @@ class Namespace:
         return root.attr()
 
     def _op_mknod(self, c: dict[str, Any]) -> dict[str, Any]:
-        """``{parent, name, mode, rdev, cred}``: regular file, FIFO, socket or device."""
+        """``{parent, name, mode, rdev, cred, [umask]}``: regular file, FIFO, socket or device.
+        ``umask`` (0 when absent: entries logged before it existed) applies as in
+        ``_new_inode``."""
         mode = int(c["mode"])
         kind = stat.S_IFMT(mode) or stat.S_IFREG
         if kind == stat.S_IFDIR:
@@ -437,18 +541,22 @@ class Namespace:
         d = self._child_slot(c["parent"], c["name"])
         now = c["now_ns"]
         rdev = int(c.get("rdev", 0)) if kind in (stat.S_IFCHR, stat.S_IFBLK) else 0
-        node = self._new_inode(d, kind | (mode & PERM_MASK), c["cred"], now, rdev)
+        umask = int(c.get("umask", 0))
+        node = self._new_inode(d, kind | (mode & PERM_MASK), c["cred"], now, rdev, umask)
         if kind == stat.S_IFREG:
             self.n_files += 1
+            if c.get("hold") and "session" in c:
+                self._hold(node.ino, int(c["session"]))
         return self._link_new(d, c["name"], node, now)
 
     def _op_mkdir(self, c: dict[str, Any]) -> dict[str, Any]:
-        """``{parent, name, mode, cred}``."""
+        """``{parent, name, mode, cred, [umask]}`` (``umask`` as for ``mknod``)."""
         d = self._child_slot(c["parent"], c["name"])
         if d.nlink >= LINK_MAX:
             raise TooManyLinks(f"directory {d.ino} has too many subdirectories")
         now = c["now_ns"]
-        node = self._new_inode(d, stat.S_IFDIR | (int(c["mode"]) & PERM_MASK), c["cred"], now)
+        mode = stat.S_IFDIR | (int(c["mode"]) & PERM_MASK)
+        node = self._new_inode(d, mode, c["cred"], now, umask=int(c.get("umask", 0)))
         node.nlink = 2
         node.parent = d.ino
         node.entries = {}
@@ -486,7 +594,7 @@ class Namespace:
         node.ctime_ns = now
         return self._link_new(d, c["name"], node, now)
 
-    def _op_unlink(self, c: dict[str, Any]) -> None:
+    def _op_unlink(self, c: dict[str, Any]) -> dict[str, Any]:
         """``{parent, name}``: remove a non-directory entry."""
         check_name(c["name"])
         d = self._dir(c["parent"])
@@ -501,8 +609,9 @@ class Namespace:
         del d.entries[c["name"]]
         self._touch(d, now)
         self._drop_link(node, now)
+        return {"ino": node.ino}
 
-    def _op_rmdir(self, c: dict[str, Any]) -> None:
+    def _op_rmdir(self, c: dict[str, Any]) -> dict[str, Any]:
         """``{parent, name}``: remove an empty directory."""
         check_name(c["name"])
         d = self._dir(c["parent"])
@@ -521,8 +630,9 @@ class Namespace:
         self._touch(d, now)
         node.nlink = 0
         self._free(node)
+        return {"ino": node.ino}
 
-    def _op_rename(self, c: dict[str, Any]) -> None:
+    def _op_rename(self, c: dict[str, Any]) -> dict[str, Any] | None:
         """``{parent, name, newparent, newname, flags}`` with Linux renameat2 semantics.
 
         Checks follow the kernel's order (do_renameat2 then vfs_rename) so that the error of a
@@ -558,11 +668,11 @@ class Namespace:
                     raise InvalidArgument("cannot exchange a directory with its own subtree")
                 raise DirectoryNotEmpty(f"{newname!r} contains the source")
         if src is dst:
-            return  # same entry, or two hard links of one inode: POSIX says do nothing
+            return None  # same entry, or two hard links of one inode: POSIX says do nothing
         now = c["now_ns"]
         if dst is not None and flags & RENAME_EXCHANGE:
             self._exchange(sp=sp, name=name, src=src, dp=dp, newname=newname, dst=dst, now=now)
-            return
+            return {"ino": src.ino, "replaced": dst.ino}
         if dst is not None:
             if src.is_dir and not dst.is_dir:
                 raise NotADirectory(f"{newname!r} is not a directory")
@@ -589,6 +699,7 @@ class Namespace:
         src.ctime_ns = now
         self._touch(sp, now)
         self._touch(dp, now)
+        return {"ino": src.ino, "replaced": dst.ino if dst is not None else None}
 
     def _exchange(
         self,
@@ -644,6 +755,10 @@ class Namespace:
         trim: list[dict[str, Any]] = []
         if c.get("mode") is not None:
             node.mode = stat.S_IFMT(node.mode) | (int(c["mode"]) & PERM_MASK)
+            # chmod rewrites the access ACL's owner, mask (or group) and other entries.
+            access = _stored_acl(node, acl.XATTR_ACCESS)
+            if access and node.xattrs is not None:
+                node.xattrs[acl.XATTR_ACCESS] = acl.encode(acl.chmod(access, node.mode))
         if c.get("uid") is not None:
             node.uid = int(c["uid"])
         if c.get("gid") is not None:
@@ -652,12 +767,27 @@ class Namespace:
             trim = self._truncate(node, size)
             # truncate(2) updates mtime and ctime even when the size does not change.
             node.mtime_ns = now
-        if c.get("atime_ns") is not None:
-            node.atime_ns = now if c["atime_ns"] == TIME_NOW else int(c["atime_ns"])
-        if c.get("mtime_ns") is not None:
-            node.mtime_ns = now if c["mtime_ns"] == TIME_NOW else int(c["mtime_ns"])
-        node.ctime_ns = now
+        atime, mtime = self._time_arg(c, "atime", now), self._time_arg(c, "mtime", now)
+        if atime is not None:
+            node.atime_ns = atime
+        if mtime is not None:
+            node.mtime_ns = mtime
+        if not c.get("access"):  # a read's access-time update leaves the change time
+            node.ctime_ns = now
         return {"attr": node.attr(), "trim": trim}
+
+    @staticmethod
+    def _time_arg(c: dict[str, Any], key: str, now: int) -> int | None:
+        """``{key}_now``: the command's now; else ``{key}_ns``, a time (in commands without
+        ``times: "exact"``, logged before -1 could be a time, -1 means now)."""
+        if c.get(f"{key}_now"):
+            return now
+        value = c.get(f"{key}_ns")
+        if value is None:
+            return None
+        if value == TIME_NOW and c.get("times") != "exact":
+            return now
+        return int(value)
 
     def _truncate(self, node: Inode, size: int) -> list[dict[str, Any]]:
         old = node.size
@@ -679,7 +809,10 @@ class Namespace:
         return []
 
     def _op_setxattr(self, c: dict[str, Any]) -> None:
-        """``{ino, name, value, flags}`` (XATTR_CREATE=1, XATTR_REPLACE=2)."""
+        """``{ino, name, value, flags, [cred]}`` (XATTR_CREATE=1, XATTR_REPLACE=2).
+
+        The POSIX ACL names are checked and kept in step with the mode (``_set_acl``).
+        """
         node = self._get(c["ino"])
         name: bytes = c["name"]
         value: bytes = c["value"]
@@ -692,6 +825,10 @@ class Namespace:
             raise InvalidArgument("xattr name contains NUL")
         if len(value) > XATTR_SIZE_MAX:
             raise RangeError(f"xattr value of {len(value)} bytes exceeds {XATTR_SIZE_MAX}")
+        if name in acl.ACL_NAMES:
+            self._set_acl(node, name, value, c.get("cred"))
+            node.ctime_ns = c["now_ns"]
+            return
         present = node.xattrs is not None and name in node.xattrs
         if flags & XATTR_CREATE and present:
             raise Exists(f"attribute {name!r} exists")
@@ -702,11 +839,43 @@ class Namespace:
         node.xattrs[name] = value
         node.ctime_ns = c["now_ns"]
 
+    def _set_acl(self, node: Inode, name: bytes, value: bytes, cred: dict[str, Any] | None) -> None:
+        """Store (or, for the empty or a mode-equivalent access ACL, drop) an ACL.
+
+        Linux's order of errors (``set_posix_acl``): a malformed value EINVAL, a default ACL
+        on a non-directory EACCES, a caller who is neither the owner nor root EPERM, an
+        invalid ACL EINVAL.  XATTR_CREATE/REPLACE are ignored, as the kernel ignores them.
+        Setting an access ACL sets the mode's permission bits (the kernel leaves that to
+        FUSE servers); commands without ``cred`` (RPC callers that send none) skip the owner
+        check, the kernel has made it (``default_permissions``).
+        """
+        entries = acl.decode(value)
+        if name == acl.XATTR_DEFAULT and not node.is_dir:
+            raise PermissionDenied(f"inode {node.ino} is not a directory: no default ACL")
+        _check_owner(node, cred)
+        if entries:
+            acl.validate(entries)
+        xattrs = node.xattrs if node.xattrs is not None else {}
+        if not entries:
+            xattrs.pop(name, None)
+        elif name == acl.XATTR_DEFAULT:
+            xattrs[name] = acl.encode(entries)
+        else:
+            bits, equivalent = acl.equiv_mode(entries)
+            node.mode = node.mode & ~0o777 | bits
+            if equivalent:
+                xattrs.pop(name, None)
+            else:
+                xattrs[name] = acl.encode(entries)
+        node.xattrs = xattrs or None
+
     def _op_removexattr(self, c: dict[str, Any]) -> None:
-        """``{ino, name}``."""
+        """``{ino, name, [cred]}`` (removing an ACL: owner or root, when ``cred`` is given)."""
         node = self._get(c["ino"])
         if not node.xattrs or c["name"] not in node.xattrs:
             raise NoAttribute(f"no attribute {c['name']!r}")
+        if c["name"] in acl.ACL_NAMES:
+            _check_owner(node, c.get("cred"))
         del node.xattrs[c["name"]]
         if not node.xattrs:
             node.xattrs = None
@@ -756,16 +925,37 @@ class Namespace:
         return {**self._chunk_desc(cid), "created": True}
 
     def _op_close_session(self, c: dict[str, Any]) -> None:
-        """A session ends cleanly (unmount): its locks go with it."""
+        """A session ends cleanly (unmount): its locks and open files go with it."""
         self.sessions.close(c)
         self.locks.release_session(int(c["id"]))
+        self._drop_session_holds(int(c["id"]))
 
     def _op_expire_sessions(self, c: dict[str, Any]) -> list[int]:
-        """Silent sessions end: their locks are released (a dead client's locks)."""
+        """Silent sessions end: their locks and open files are released (a dead client's)."""
         gone = self.sessions.expire(c)
         for sid in gone:
             self.locks.release_session(sid)
+            self._drop_session_holds(sid)
         return gone
+
+    def _op_open(self, c: dict[str, Any]) -> dict[str, Any]:
+        """``{ino}`` in a session: the session holds the file open (a regular file stays,
+        even without a name, until it releases it); returns the attributes."""
+        node = self._get(c["ino"])
+        if node.is_dir:
+            raise IsADirectory(f"inode {node.ino} is a directory")
+        if node.is_reg and "session" in c:
+            self._hold(node.ino, int(c["session"]))
+        return node.attr()
+
+    def _op_release(self, c: dict[str, Any]) -> None:
+        """``{inos}`` in a session: the session closed its last descriptor of these files;
+        an unlinked one nobody else holds is freed."""
+        if "session" not in c:
+            return
+        sid = int(c["session"])
+        for ino in c["inos"]:
+            self._unhold(InodeId(int(ino)), sid)
 
     def _op_lock_set(self, c: dict[str, Any]) -> dict[str, Any]:
         """``{ino, sid, owner, kind, type, start, end, pid}``: take, change or drop a lock
@@ -817,5 +1007,26 @@ class Namespace:
         node.size = max(node.size, size)
         mtime = c.get("mtime_ns", TIME_NOW)
         node.mtime_ns = now if mtime is None or mtime == TIME_NOW else int(mtime)
+        node.ctime_ns = now
+        return node.attr()
+
+    def _op_punch_hole(self, c: dict[str, Any]) -> dict[str, Any]:
+        """``{ino, first, count}``: chunks ``first <= index < first + count`` leave the file
+        (``fallocate(FALLOC_FL_PUNCH_HOLE)`` over whole chunks: they read as zeros from now
+        on) and are freed like a truncate's.  The size stays; mtime and ctime become
+        ``now_ns`` (the client zeroes partly covered chunks itself, through writes)."""
+        node = self._regular(c["ino"])
+        first, count = int(c["first"]), int(c["count"])
+        if first < 0 or count < 0:
+            raise InvalidArgument("negative chunk range")
+        if node.chunks:
+            for index in sorted(i for i in node.chunks if first <= i < first + count):
+                cid = node.chunks.pop(index)
+                del self.chunks[cid]
+                self._freed.append(cid)
+            if not node.chunks:
+                node.chunks = None
+        now = c["now_ns"]
+        node.mtime_ns = now
         node.ctime_ns = now
         return node.attr()

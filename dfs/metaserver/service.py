@@ -29,6 +29,7 @@ from dfs.errors import (
     Unavailable,
 )
 from dfs.metaserver.chunks import ChunkKeeper
+from dfs.metaserver.feed import ChangeFeed, events_of
 from dfs.metaserver.lockservice import LockService
 from dfs.metaserver.namespace import MAX_GOAL, MIN_GOAL
 from dfs.metaserver.raftnode import RaftNode
@@ -59,6 +60,10 @@ ANYONE = (Role.CLIENT, Role.CHUNKSERVER, Role.ADMIN)
 def _cred(p: Params) -> dict[str, int]:
     c = p.sub("cred")
     return {"uid": c.int("uid", min=0, max=_U32), "gid": c.int("gid", min=0, max=_U32)}
+
+
+#: Longest a ``fs.watch`` waits for events before answering "nothing new".
+WATCH_WAIT = 20.0
 
 
 class MetaService:
@@ -108,6 +113,9 @@ class MetaService:
         self.locks = LockService(
             lambda: self.ns.locks, propose=self._propose, read_barrier=self._read
         )
+        #: What clients must drop from their caches (``fs.watch``); leader soft state.
+        self.feed = ChangeFeed()
+        self._feed_changed = trio.Event()
         node.add_listener(self.on_applied)
         self.dispatcher = Dispatcher()
         table: list[tuple[str, Handler, tuple[Role, ...]]] = [
@@ -115,6 +123,9 @@ class MetaService:
             ("fs.getattr", self.getattr, CLIENT),
             ("fs.setattr", self.setattr, CLIENT),
             ("fs.mknod", self.mknod, CLIENT),
+            ("fs.open", self.open, CLIENT),
+            ("fs.watch", self.watch, CLIENT),
+            ("fs.release", self.release, CLIENT),
             ("fs.mkdir", self.mkdir, CLIENT),
             ("fs.symlink", self.symlink, CLIENT),
             ("fs.link", self.link, CLIENT),
@@ -132,6 +143,7 @@ class MetaService:
             ("file.chunks", self.file_chunks, CLIENT),
             ("file.alloc_chunk", self.alloc_chunk, CLIENT),
             ("file.commit_write", self.commit_write, CLIENT),
+            ("file.punch_hole", self.punch_hole, CLIENT),
             ("file.release_leases", self.release_leases, CLIENT),
             ("lock.get", self.locks.get, CLIENT),
             ("lock.set", self.locks.set, CLIENT),
@@ -221,6 +233,14 @@ class MetaService:
             self.registry.expected.add(command["registered"])
         op = command["op"]
         self.locks.on_applied(command, result)
+        if self.node.is_leader():
+            events = events_of(command, result)
+            if events:
+                self._feed_epoch()
+                session = command.get("session")
+                self.feed.record(int(session) if session is not None else None, events)
+                self._feed_changed.set()
+                self._feed_changed = trio.Event()
         if op == "alloc_chunk" and result["created"]:
             cid = result["chunk_id"]
             self.registry.add_replicas(cid, command.get("servers", ()))
@@ -293,6 +313,10 @@ class MetaService:
             size=p.opt_int("size", min=0, max=_I64_MAX),
             atime_ns=p.opt_int("atime_ns", min=_I64_MIN, max=_I64_MAX),
             mtime_ns=p.opt_int("mtime_ns", min=_I64_MIN, max=_I64_MAX),
+            atime_now=p.opt_bool("atime_now"),
+            mtime_now=p.opt_bool("mtime_now"),
+            access=p.opt_bool("atime_access"),
+            times="exact",
         )
         if result["trim"]:
             await self._wait_registry_warm()
@@ -309,7 +333,53 @@ class MetaService:
             mode=p.int("mode", min=0, max=0o177777),
             rdev=p.opt_int("rdev", 0, min=0, max=_U64),
             cred=_cred(p),
+            umask=p.opt_int("umask", 0, min=0, max=0o7777),
+            hold=p.opt_bool("hold"),
         )
+
+    async def open(self, peer: Peer, params: dict[str, Any]) -> Any:
+        """``ino``: the caller's session holds the file open (it outlives its last name until
+        ``fs.release``); returns fresh attributes."""
+        p = Params(params)
+        return await self._propose_in(peer, p, "open", ino=p.int("ino", min=1))
+
+    def _feed_epoch(self) -> None:
+        self.feed.start_epoch(f"{self.node_id}/{int(self.node.core.term)}")
+
+    async def watch(self, peer: Peer, params: dict[str, Any]) -> Any:
+        """Long poll of the change feed (``dfs.metaserver.feed``): ``epoch`` and ``after``
+        (the last event the caller saw), ``session`` (its own changes are left out).  Answers
+        at once with new events or a reset, else after at most ``WATCH_WAIT`` seconds."""
+        self._require_leader()
+        p = Params(params)
+        epoch = p.opt_str("epoch", "", max_len=256) or ""
+        after = p.opt_int("after", 0, min=0, max=_U64) or 0
+        sid = p.opt_int("session", 0, min=0, max=_U64) or None
+        if sid is not None:
+            self._touch_session(peer, sid)
+        self._feed_epoch()
+        deadline = trio.current_time() + WATCH_WAIT
+        while True:
+            answer = self.feed.since(epoch, after, sid)
+            if answer is not None:
+                if answer["reset"] or answer["events"]:
+                    return answer
+                after = answer["seq"]  # only the caller's own changes: keep waiting
+            if trio.current_time() >= deadline:
+                return {"epoch": epoch, "seq": after, "reset": False, "events": []}
+            with trio.move_on_after(min(1.0, deadline - trio.current_time())):
+                await self._feed_changed.wait()
+            # A deposed leader's feed stops: send the watcher to the new one.
+            self._require_leader()
+            self._feed_epoch()
+
+    async def release(self, peer: Peer, params: dict[str, Any]) -> Any:
+        """``inos``: the caller's session closed its last descriptor of these files."""
+        p = Params(params)
+        inos = p.int_list("inos")
+        if len(inos) > 1 << 16:
+            raise BadRequest("param 'inos': too many inodes")
+        await self._propose_in(peer, p, "release", inos=inos)
 
     async def mkdir(self, peer: Peer, params: dict[str, Any]) -> Any:
         p = Params(params)
@@ -321,6 +391,7 @@ class MetaService:
             name=p.bytes("name"),
             mode=p.int("mode", min=0, max=0o177777),
             cred=_cred(p),
+            umask=p.opt_int("umask", 0, min=0, max=0o7777),
         )
 
     async def symlink(self, peer: Peer, params: dict[str, Any]) -> Any:
@@ -348,19 +419,19 @@ class MetaService:
 
     async def unlink(self, peer: Peer, params: dict[str, Any]) -> Any:
         p = Params(params)
-        return await self._propose_in(
+        await self._propose_in(
             peer, p, "unlink", parent=p.int("parent", min=1), name=p.bytes("name")
         )
 
     async def rmdir(self, peer: Peer, params: dict[str, Any]) -> Any:
         p = Params(params)
-        return await self._propose_in(
+        await self._propose_in(
             peer, p, "rmdir", parent=p.int("parent", min=1), name=p.bytes("name")
         )
 
     async def rename(self, peer: Peer, params: dict[str, Any]) -> Any:
         p = Params(params)
-        return await self._propose_in(
+        await self._propose_in(
             peer,
             p,
             "rename",
@@ -381,12 +452,18 @@ class MetaService:
             name=p.bytes("name"),
             value=p.bytes("value"),
             flags=p.opt_int("flags", 0, min=0, max=_U32),
+            cred=_cred(p) if "cred" in p else None,
         )
 
     async def removexattr(self, peer: Peer, params: dict[str, Any]) -> Any:
         p = Params(params)
         return await self._propose_in(
-            peer, p, "removexattr", ino=p.int("ino", min=1), name=p.bytes("name")
+            peer,
+            p,
+            "removexattr",
+            ino=p.int("ino", min=1),
+            name=p.bytes("name"),
+            cred=_cred(p) if "cred" in p else None,
         )
 
     async def setgoal(self, peer: Peer, params: dict[str, Any]) -> Any:
@@ -474,6 +551,20 @@ class MetaService:
         if release:
             self.keeper.release(release, self._lease_holder(peer, p))
         return result
+
+    async def punch_hole(self, peer: Peer, params: dict[str, Any]) -> Any:
+        """``ino, first, count``: drop the file's chunks ``first <= index < first + count``
+        (a punched hole covering them whole); they are deleted on the chunkservers like a
+        truncate's.  Returns the attributes (size unchanged, new mtime)."""
+        p = Params(params)
+        return await self._propose_in(
+            peer,
+            p,
+            "punch_hole",
+            ino=p.int("ino", min=1),
+            first=p.int("first", min=0, max=_I64_MAX),
+            count=p.int("count", min=0, max=_I64_MAX),
+        )
 
     async def release_leases(self, peer: Peer, params: dict[str, Any]) -> Any:
         """``ino, chunks``: the caller gives up its write leases on these chunks (leader soft

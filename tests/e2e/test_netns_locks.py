@@ -1,9 +1,11 @@
-"""Locks between two client machines: each FUSE client runs on its own network-namespace host.
+"""Two client machines: each FUSE client runs on its own network-namespace host.
 
 Host h1 runs the metaserver and two chunkservers; the FUSE clients of mounts A and B run on
-h2 and h3, so every lock request and every byte crosses the (virtual) network from their
-host.  The mounts themselves are made in this process's mount namespace (the client process
-joins its host's network namespace only), so the test drives them with ordinary programs.
+h2 and h3, so every lock request, every change notification and every byte crosses the
+(virtual) network from their host.  The mounts themselves are made in this process's mount
+namespace (the client process joins its host's network namespace only), so the test drives
+them with ordinary programs.  The clients cache attributes and names for 60 s: what B sees of
+A's changes sooner comes from the metaserver's change feed, not from a timeout.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,9 +73,14 @@ class TwoClients:
                 self.lab.terminate(proc)
 
 
-@pytest.fixture
-def two_clients(tmp_path: Path) -> Iterator[TwoClients]:
+#: The clients' kernel cache timeouts: far longer than any wait below.
+CACHE_TIMEOUT = 60.0
+
+
+@pytest.fixture(scope="module")
+def two_clients(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoClients]:
     need_fuse()
+    tmp_path = tmp_path_factory.mktemp("netns-clients")
     with netns_lab(3) as lab:
         h1, h2, h3 = lab.hosts
         ca = tmp_path / "ca"
@@ -114,7 +121,11 @@ def two_clients(tmp_path: Path) -> Iterator[TwoClients]:
             )
         write_config(
             tmp_path / "client.toml",
-            {"cluster": {"metaservers": [meta]}, "tls": tls("client"), "client": {}},
+            {
+                "cluster": {"metaservers": [meta]},
+                "tls": tls("client"),
+                "client": {"attr_timeout": CACHE_TIMEOUT, "entry_timeout": CACHE_TIMEOUT},
+            },
         )
         tc = TwoClients(lab=lab, tmp=tmp_path)
         try:
@@ -198,4 +209,168 @@ for _ in range(int(sys.argv[2])):
     con.execute("update c set n = ?", (v + 1,))
     con.execute("commit")
 con.close()
+"""
+
+
+def _seen_within(check: Callable[[], bool], limit: float, what: str) -> float:
+    """Seconds until ``check()`` holds; fails after ``limit``."""
+    t0 = time.monotonic()
+    while not check():
+        assert time.monotonic() - t0 < limit, f"B did not see {what} within {limit} s"
+        time.sleep(0.002)
+    return time.monotonic() - t0
+
+
+def _flock_refused(path: Path) -> bool:
+    return subprocess.run(["flock", "-n", str(path), "true"], check=False).returncode != 0
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return -1
+
+
+def test_changes_on_one_host_reach_the_other_without_waiting_for_timeouts(
+    two_clients: TwoClients,
+) -> None:
+    a, b = two_clients.mounts["a"], two_clients.mounts["b"]
+    (a / "co").mkdir()
+    seen: dict[str, float] = {}
+    # Cache B's view first: a negative name, a directory listing, attributes and pages.
+    assert not (b / "co" / "f").exists()
+    assert os.listdir(b / "co") == []
+    (a / "co" / "f").write_bytes(b"one")
+    seen["create"] = _seen_within((b / "co" / "f").exists, 1, "a new file")
+    assert (b / "co" / "f").read_bytes() == b"one"
+    with open(a / "co" / "f", "ab") as f:
+        f.write(b" two")
+    seen["append (size)"] = _seen_within(lambda: _size(b / "co" / "f") == 7, 1, "the new size")
+    fd = os.open(b / "co" / "f", os.O_RDONLY)
+    try:
+        assert os.pread(fd, 100, 0) == b"one two"
+        with open(a / "co" / "f", "r+b") as f:
+            f.write(b"ONE")
+        seen["overwrite (open fd)"] = _seen_within(
+            lambda: os.pread(fd, 100, 0) == b"ONE two", 1, "new bytes through an open fd"
+        )
+    finally:
+        os.close(fd)
+    os.chmod(a / "co" / "f", 0o600)
+    seen["chmod"] = _seen_within(
+        lambda: (b / "co" / "f").stat().st_mode & 0o777 == 0o600, 1, "the new mode"
+    )
+    os.rename(a / "co" / "f", a / "co" / "g")
+    seen["rename"] = _seen_within(
+        lambda: not (b / "co" / "f").exists() and (b / "co" / "g").exists(), 1, "the rename"
+    )
+    os.link(a / "co" / "g", a / "co" / "h")
+    seen["link (nlink)"] = _seen_within(
+        lambda: (b / "co" / "g").stat().st_nlink == 2, 1, "the new link count"
+    )
+    os.unlink(a / "co" / "h")
+    os.unlink(a / "co" / "g")
+    seen["unlink"] = _seen_within(lambda: not (b / "co" / "g").exists(), 1, "the unlink")
+    (a / "co" / "sub").mkdir()
+    seen["mkdir"] = _seen_within((b / "co" / "sub").is_dir, 1, "the new directory")
+    assert sorted(os.listdir(b / "co")) == ["sub"]
+    # And the other way round.
+    (b / "co" / "sub" / "from-b").write_bytes(b"b")
+    seen["create B->A"] = _seen_within((a / "co" / "sub" / "from-b").exists, 1, "B's file on A")
+    print(
+        "\nchange visible on the other host after (ms): "
+        + ", ".join(f"{k} {v * 1000:.1f}" for k, v in seen.items())
+    )
+
+
+def test_a_file_unlinked_on_one_host_stays_usable_on_the_other(two_clients: TwoClients) -> None:
+    a, b = two_clients.mounts["a"], two_clients.mounts["b"]
+    payload = os.urandom(3 * 2**20)
+    (a / "unlinked").write_bytes(payload)
+    fd = os.open(b / "unlinked", os.O_RDWR)
+    try:
+        os.unlink(a / "unlinked")
+        _seen_within(lambda: not (b / "unlinked").exists(), 1, "the unlink")
+        assert os.fstat(fd).st_nlink == 0
+        assert os.pread(fd, len(payload), 0) == payload
+        os.pwrite(fd, b"still writable", 2**20)
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        assert os.pread(fd, 14, 2**20) == b"still writable"
+    finally:
+        os.close(fd)
+    assert not (a / "unlinked").exists()
+
+
+def test_interrupted_flock_on_one_host_leaves_nothing_queued(two_clients: TwoClients) -> None:
+    a, b = two_clients.mounts["a"], two_clients.mounts["b"]
+    (a / "intr.lock").write_bytes(b"")
+    holder = subprocess.Popen(
+        ["flock", "-x", str(a / "intr.lock"), "sleep", "600"], start_new_session=True
+    )
+    try:
+        wait_for(
+            lambda: _flock_refused(b / "intr.lock"),
+            10,
+            "A's flock seen from B",
+        )
+        waiter = subprocess.Popen(
+            [sys.executable, "-c", _WAIT_INTR, str(b / "intr.lock")],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(0.5)
+        assert waiter.poll() is None, "B's flock did not wait"
+        t0 = time.monotonic()
+        waiter.send_signal(signal.SIGINT)  # Ctrl-C
+        out, _ = waiter.communicate(timeout=10)
+        took = time.monotonic() - t0
+        assert out.strip() == "EINTR", out
+        print(f"\ninterrupted flock on h3 returned after {took * 1000:.0f} ms")
+        assert took < 1.0
+    finally:
+        _group_kill(holder)
+    # Had B's request stayed queued, it would now hold the lock and A's try would fail.
+    time.sleep(0.3)
+    ok = subprocess.run(["flock", "-n", str(a / "intr.lock"), "true"], check=False)
+    assert ok.returncode == 0
+
+
+def test_killed_client_host_loses_its_locks_within_ten_seconds(two_clients: TwoClients) -> None:
+    a, b = two_clients.mounts["a"], two_clients.mounts["b"]
+    (a / "dead.lock").write_bytes(b"")
+    holder = subprocess.Popen(
+        ["flock", "-x", str(a / "dead.lock"), "sleep", "600"], start_new_session=True
+    )
+    try:
+        wait_for(
+            lambda: _flock_refused(b / "dead.lock"),
+            10,
+            "A's flock seen from B",
+        )
+        t0 = time.monotonic()
+        two_clients.lab.kill9(two_clients.procs["a"])  # kill -9 of A's client process
+        ok = subprocess.run(["flock", "-w", "20", str(b / "dead.lock"), "true"], check=False)
+        freed = time.monotonic() - t0
+    finally:
+        _group_kill(holder)
+    assert ok.returncode == 0
+    print(f"\nlock of the killed client on h2 freed for h3 after {freed:.1f} s")
+    assert freed < 10.0, freed
+
+
+_WAIT_INTR = """
+import fcntl, signal, sys
+class Interrupted(Exception):
+    pass
+def stop(*_):
+    raise Interrupted  # Python retries a call that fails with EINTR unless the handler raises
+signal.signal(signal.SIGINT, stop)
+with open(sys.argv[1], "rb") as f:
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        print("LOCKED", flush=True)
+    except Interrupted:
+        print("EINTR", flush=True)
 """

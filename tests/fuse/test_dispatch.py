@@ -112,6 +112,7 @@ async def test_init_negotiation_defaults() -> None:
         abi.FUSE_FLOCK_LOCKS,
         abi.FUSE_WRITEBACK_CACHE,
         abi.FUSE_POSIX_ACL,
+        abi.FUSE_DONT_MASK,
         abi.FUSE_SETXATTR_EXT,
     ):
         assert not flags & unwanted, hex(unwanted)
@@ -125,6 +126,8 @@ async def test_init_lock_flags_only_when_overridden() -> None:
     flags = abi.INIT_OUT.unpack(body(await d.dispatch(init_req())))[3]
     assert flags & abi.FUSE_POSIX_LOCKS and flags & abi.FUSE_FLOCK_LOCKS
     assert flags & abi.FUSE_WRITEBACK_CACHE and flags & abi.FUSE_POSIX_ACL
+    # The file system applies the umask (or a default ACL instead of it).
+    assert flags & abi.FUSE_DONT_MASK
     assert not flags & abi.FUSE_AUTO_INVAL_DATA
     assert ops.conn is not None and ops.conn.flags == flags
 

@@ -609,14 +609,19 @@ def test_state_machine_modules_do_no_io() -> None:
         "dfs.metaserver.invariants",
         "dfs.metaserver.sessions",
         "dfs.metaserver.locks",
+        "dfs.metaserver.acl",
         "dataclasses",
+        "struct",
     }
     root = Path(__file__).resolve().parents[2] / "dfs" / "metaserver"
-    for module in ("namespace.py", "inode.py", "invariants.py", "sessions.py", "locks.py"):
+    modules = ("namespace.py", "inode.py", "invariants.py", "sessions.py", "locks.py", "acl.py")
+    for module in modules:
         tree = ast.parse((root / module).read_text())
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
                 names = {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module == "dfs.metaserver":
+                names = {f"dfs.metaserver.{a.name}" for a in node.names}
             elif isinstance(node, ast.ImportFrom):
                 names = {node.module or ""}
             else:
@@ -635,3 +640,29 @@ def test_member_addresses_are_replicated_state(d: Driver) -> None:
     restored = Namespace()
     restored.restore(d.ns.snapshot_state())
     assert restored.members == {"m4": "10.0.0.4:9420"}
+
+
+def test_punch_hole_drops_whole_chunks_and_keeps_the_size(d: Driver) -> None:
+    f = d.create(ROOT, b"f")
+    ids = [d.do("alloc_chunk", ino=f, index=i)["chunk_id"] for i in range(4)]
+    d.do("commit_write", ino=f, size=4 * CHUNK_SIZE, mtime_ns=123)
+    a = d.do("punch_hole", ino=f, first=1, count=2)
+    assert a["size"] == 4 * CHUNK_SIZE
+    assert a["mtime_ns"] == a["ctime_ns"] == d.now
+    assert sorted(d.ns.take_freed_chunks()) == ids[1:3]
+    assert [c["index"] for c in d.ns.file_chunks(f, 0, 10)] == [0, 3]
+    # Nothing there (or nothing at all): only the times change.
+    d.do("punch_hole", ino=f, first=1, count=2)
+    d.do("punch_hole", ino=f, first=0, count=0)
+    assert d.ns.take_freed_chunks() == []
+    d.do("punch_hole", ino=f, first=0, count=1 << 40)
+    assert sorted(d.ns.take_freed_chunks()) == [ids[0], ids[3]]
+    assert d.ns.counts()["chunks"] == 0
+    assert d.ns.getattr(f)["size"] == 4 * CHUNK_SIZE
+    a_dir = d.mkdir(ROOT, b"dir")
+    with pytest.raises(IsADirectory):
+        d.do("punch_hole", ino=a_dir, first=0, count=1)
+    with pytest.raises(InvalidArgument):
+        d.do("punch_hole", ino=f, first=-1, count=1)
+    with pytest.raises(NotFound):
+        d.do("punch_hole", ino=999, first=0, count=1)
