@@ -131,6 +131,12 @@ def _clamp_ns(ns: int | None) -> int | None:
     return None if ns is None else min(max(ns, _NS_MIN), _NS_MAX)
 
 
+#: Open flags whose descriptors bypass the kernel's page cache (FOPEN_DIRECT_IO): O_DIRECT,
+#: and O_APPEND, whose writes land where the metaserver reserves room at the file's end,
+#: which the kernel cannot know (a page it cached would sit at the offset it guessed).
+_UNCACHED = os.O_DIRECT | os.O_APPEND
+
+
 def _cred(ctx: RequestContext) -> Cred:
     return Cred(uid=ctx.uid, gid=ctx.gid)
 
@@ -268,15 +274,14 @@ class DfsOperations(Operations):
             # it reads up to is the committed one.
             await self.invalidate(ino, -1, 0)
             self._shown[ino] = (attr.size, attr.mtime_ns)
-        return OpenReply(fh=fh, direct_io=bool(flags & os.O_DIRECT))
+        return OpenReply(fh=fh, direct_io=bool(flags & _UNCACHED))
 
     @_boundary
     async def create(
         self, ctx: RequestContext, parent: int, name: bytes, mode: int, flags: int, umask: int
     ) -> tuple[Entry, OpenReply]:
         fh, attr = await self.vfs.create(InodeId(parent), name, mode, flags, _cred(ctx), umask)
-        # O_DIRECT: the kernel sends reads and writes straight here, bypassing its page cache.
-        return self._entry(attr), OpenReply(fh=fh, direct_io=bool(flags & os.O_DIRECT))
+        return self._entry(attr), OpenReply(fh=fh, direct_io=bool(flags & _UNCACHED))
 
     @_boundary
     async def read(self, ctx: RequestContext, ino: int, fh: int, offset: int, size: int) -> bytes:

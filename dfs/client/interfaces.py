@@ -212,6 +212,11 @@ class MetaClient(Protocol):
         are deleted on the chunkservers); the size stays, mtime and ctime are set to now."""
         ...
 
+    async def append(self, ino: InodeId, length: int) -> int:
+        """Reserve ``length`` bytes at the end of the file (the size grows at once): the
+        offset where this O_APPEND write goes, never overlapping another client's."""
+        ...
+
     async def release_leases(self, ino: InodeId, chunk_ids: list[int]) -> None:
         """Give up write leases without a commit (nothing left to commit)."""
         ...

@@ -478,6 +478,10 @@ class RpcMetaClient:
             params["release"] = release
         return InodeAttr.from_wire(await self._call("file.commit_write", params))
 
+    async def append(self, ino: InodeId, length: int) -> int:
+        res = await self._call("file.append", {"ino": ino, "length": length})
+        return int(res["offset"])
+
     async def punch_hole(self, ino: InodeId, first: int, count: int) -> InodeAttr:
         res = await self._call("file.punch_hole", {"ino": ino, "first": first, "count": count})
         return InodeAttr.from_wire(res)

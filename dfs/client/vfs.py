@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import stat
 import time
 from collections import OrderedDict
@@ -623,7 +624,10 @@ class Vfs:
             raise InvalidArgument(f"unknown file handle {fh}") from None
 
     async def write(self, fh: int, offset: int, data: bytes) -> int:
-        st = self._handle(fh).state
+        handle = self._handle(fh)
+        st = handle.state
+        if handle.flags & os.O_APPEND and data:
+            offset = await self._append_offset(st, len(data))
         end = offset + len(data)
         if end > MAX_FILE_SIZE:
             raise FileTooLarge("file size limit exceeded")
@@ -635,6 +639,15 @@ class Vfs:
         if st.dirty.nbytes >= self.write_buffer:
             await self._buffer_full(st)
         return len(data)
+
+    async def _append_offset(self, st: FileState, length: int) -> int:
+        """Where an O_APPEND write goes: the metaserver reserves the range at the file's end
+        (so appends of several clients never overlap), after this client's own buffered
+        writes have landed (they may extend the file)."""
+        if _unclean(st):
+            async with st.lock:
+                await self._flush_locked(st, sync=False)
+        return await self.meta.append(st.ino, length)
 
     async def _buffer_full(self, st: FileState) -> None:
         """Start sending a full write buffer; wait only when a second one is full too."""

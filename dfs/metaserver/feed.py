@@ -33,7 +33,7 @@ Event = tuple[str, int, bytes]
 def events_of(command: dict[str, Any], result: Any) -> list[Event]:
     """The cache events of an applied command and its result."""
     op = command.get("op")
-    if op == "commit_write":
+    if op in ("commit_write", "append"):
         return [("d", int(command["ino"]), b"")]
     if op == "setattr":
         kind = "d" if command.get("size") is not None else "a"

@@ -185,6 +185,7 @@ class Namespace:
             "alloc_chunk": self._op_alloc_chunk,
             "commit_write": self._op_commit_write,
             "punch_hole": self._op_punch_hole,
+            "append": self._op_append,
             "set_version": self._op_set_version,
             "open": self._op_open,
             "release": self._op_release,
@@ -1009,6 +1010,21 @@ class Namespace:
         node.mtime_ns = now if mtime is None or mtime == TIME_NOW else int(mtime)
         node.ctime_ns = now
         return node.attr()
+
+    def _op_append(self, c: dict[str, Any]) -> dict[str, Any]:
+        """``{ino, length}``: reserve ``length`` bytes at the end of the file for an O_APPEND
+        write (the size grows now; the writer stores the bytes there): appends of different
+        clients never overlap.  Returns ``offset`` and the attributes."""
+        node = self._regular(c["ino"])
+        length = int(c["length"])
+        if length < 0:
+            raise InvalidArgument("negative length")
+        offset = node.size
+        if offset + length > MAX_FILE_SIZE:
+            raise FileTooLarge(f"size {offset + length} exceeds {MAX_FILE_SIZE}")
+        node.size = offset + length
+        self._touch(node, c["now_ns"])
+        return {"offset": offset, "attr": node.attr()}
 
     def _op_punch_hole(self, c: dict[str, Any]) -> dict[str, Any]:
         """``{ino, first, count}``: chunks ``first <= index < first + count`` leave the file

@@ -144,6 +144,7 @@ class MetaService:
             ("file.alloc_chunk", self.alloc_chunk, CLIENT),
             ("file.commit_write", self.commit_write, CLIENT),
             ("file.punch_hole", self.punch_hole, CLIENT),
+            ("file.append", self.append, CLIENT),
             ("file.release_leases", self.release_leases, CLIENT),
             ("lock.get", self.locks.get, CLIENT),
             ("lock.set", self.locks.set, CLIENT),
@@ -551,6 +552,18 @@ class MetaService:
         if release:
             self.keeper.release(release, self._lease_holder(peer, p))
         return result
+
+    async def append(self, peer: Peer, params: dict[str, Any]) -> Any:
+        """``ino, length``: reserve ``length`` bytes at the end of the file for an O_APPEND
+        write; returns ``{"offset", "attr"}``."""
+        p = Params(params)
+        return await self._propose_in(
+            peer,
+            p,
+            "append",
+            ino=p.int("ino", min=1),
+            length=p.int("length", min=0, max=1 << 32),
+        )
 
     async def punch_hole(self, peer: Peer, params: dict[str, Any]) -> Any:
         """``ino, first, count``: drop the file's chunks ``first <= index < first + count``

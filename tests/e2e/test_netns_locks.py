@@ -284,6 +284,40 @@ def test_changes_on_one_host_reach_the_other_without_waiting_for_timeouts(
     )
 
 
+def test_appends_from_two_hosts_never_overlap(two_clients: TwoClients) -> None:
+    a, b = two_clients.mounts["a"], two_clients.mounts["b"]
+    (a / "shared.log").write_bytes(b"")
+    n, size = 300, 100
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _APPEND, str(m / "shared.log"), tag, str(n)])
+        for m, tag in ((a, "A"), (b, "B"))
+    ]
+    for p in procs:
+        assert p.wait(120) == 0
+    data = (b / "shared.log").read_bytes()
+    assert len(data) == 2 * n * size
+    records = [data[i : i + size] for i in range(0, len(data), size)]
+    for tag in (b"A", b"B"):
+        mine = [r for r in records if r.startswith(tag)]
+        assert mine == [_record(tag, i, size) for i in range(n)], "lost, torn or reordered"
+
+
+def _record(tag: bytes, i: int, size: int) -> bytes:
+    head = tag + b"%06d " % i
+    return head + b"x" * (size - len(head) - 1) + b"\n"
+
+
+_APPEND = """
+import os, sys
+path, tag, n = sys.argv[1], sys.argv[2].encode(), int(sys.argv[3])
+fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+for i in range(n):
+    head = tag + b"%06d " % i
+    os.write(fd, head + b"x" * (100 - len(head) - 1) + b"\\n")
+os.close(fd)
+"""
+
+
 def test_a_file_unlinked_on_one_host_stays_usable_on_the_other(two_clients: TwoClients) -> None:
     a, b = two_clients.mounts["a"], two_clients.mounts["b"]
     payload = os.urandom(3 * 2**20)

@@ -666,3 +666,20 @@ def test_punch_hole_drops_whole_chunks_and_keeps_the_size(d: Driver) -> None:
         d.do("punch_hole", ino=f, first=-1, count=1)
     with pytest.raises(NotFound):
         d.do("punch_hole", ino=999, first=0, count=1)
+
+
+# ---------------------------------------------------------------- O_APPEND reservations
+def test_append_reserves_consecutive_ranges_at_the_end(d: Driver) -> None:
+    f = d.create(ROOT, b"log")
+    d.do("commit_write", ino=f, size=10, mtime_ns=5)
+    first = d.do("append", ino=f, length=100)
+    second = d.do("append", ino=f, length=7)
+    assert (first["offset"], second["offset"]) == (10, 110)
+    assert second["attr"]["size"] == 117 and second["attr"]["mtime_ns"] == d.now
+    # A commit of the data written into the first range never shrinks the file.
+    d.do("commit_write", ino=f, size=110, mtime_ns=-1)
+    assert d.attr(f)["size"] == 117
+    with pytest.raises(IsADirectory):
+        d.do("append", ino=d.mkdir(ROOT, b"dir"), length=1)
+    with pytest.raises(FileTooLarge):
+        d.do("append", ino=f, length=1 << 61)
