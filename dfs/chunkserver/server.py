@@ -95,7 +95,9 @@ class MetaserverLink:
     async def call(self, method: str, params: dict[str, Any], *, timeout: float) -> Any:  # noqa: ASYNC109
         """Call ``method``, trying each address once; raises the last failure."""
         last: DfsError | None = None
-        for _ in range(len(self._addresses)):
+        tried = 0
+        while tried < len(self._addresses):  # may grow: a leader added online is learned
+            tried += 1
             address = self.current
             try:
                 # With several metaservers, do not wait out a dead one's reconnect backoff.
@@ -111,7 +113,11 @@ class MetaserverLink:
 
     def _fail_over(self, exc: DfsError) -> None:
         leader = exc.details.get("leader") if isinstance(exc, NotLeader) else None
-        if isinstance(leader, str) and leader in self._addresses:
+        if isinstance(leader, str) and leader:
+            if leader not in self._addresses:
+                # A metaserver added to the group online (not in this config): follow it.
+                logger.info("metadata leader %s is not in the config; following it", leader)
+                self._addresses.append(leader)
             self._current = self._addresses.index(leader)
         else:
             self._current = (self._current + 1) % len(self._addresses)

@@ -6,6 +6,7 @@ import argparse
 import functools
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ import trio
 
 from dfs.client.remote import RpcMetaClient
 from dfs.config import Config, load_config
-from dfs.errors import ConfigError
+from dfs.errors import ConfigError, DfsError
 from dfs.rpc.client import RpcClient, RpcClientPool
 from dfs.security.identity import Role
 
@@ -203,3 +204,59 @@ def cmd_admin_meta(args: argparse.Namespace, config_path: Path) -> int:
         result = status["members"]
     _print_members(result, args.json)
     return 0
+
+
+def cmd_fsck(args: argparse.Namespace, config_path: Path) -> int:
+    """``dfs fsck [PATH] [--json]``: exit 0 when clean, 1 when problems were found, 2 when the
+    check could not run."""
+    params: dict[str, Any] = {"orphan_age": args.orphan_age}
+    try:
+        cfg = load_config(config_path)
+        if args.path:
+            params["ino"] = os.stat(args.path).st_ino
+        report = trio.run(admin_call, cfg, "admin.fsck", params, 120.0)
+    except (DfsError, OSError) as exc:
+        what = f"{args.path}: {exc.strerror}" if isinstance(exc, OSError) else str(exc)
+        print(f"dfs fsck: could not check: {what}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        _print_fsck(report)
+    return 0 if report["clean"] else 1
+
+
+_FSCK_LABELS = {
+    "missing": "chunks with no valid replica (file unreadable there)",
+    "under_goal": "chunks under their goal",
+    "over_goal": "chunks over their goal",
+    "stale_replicas": "stale replicas (missed writes)",
+    "corrupt_replicas": "corrupt replicas",
+    "orphan_chunks": "orphan chunks (no file references them)",
+}
+
+
+def _print_fsck(report: dict[str, Any]) -> None:
+    checked = report["checked"]
+    cs = report["chunkservers"]
+    print(
+        f"checked {report['path']}: {checked['files']} files, {checked['directories']} "
+        f"directories, {checked['chunks']} chunks; chunkservers {cs['alive']}/{cs['known']} alive"
+    )
+    for problem in report["namespace"]:
+        print(f"  namespace: {problem}")
+    for kind, label in _FSCK_LABELS.items():
+        count = report["counts"][kind]
+        if not count:
+            continue
+        print(f"  {count} {label}")
+        for e in report[kind][:20]:
+            where = e.get("path", "")
+            extra = ", ".join(
+                f"{k} {v}" for k, v in e.items() if k not in ("path", "chunk_id", "index")
+            )
+            index = f" chunk {e['index']}" if "index" in e else ""
+            print(f"    {where}{index} (chunk {e['chunk_id']}){': ' + extra if extra else ''}")
+        if count > 20:
+            print(f"    ... {count - 20} more (--json lists up to 10,000)")
+    print("clean" if report["clean"] else "problems found")

@@ -139,6 +139,12 @@ def cmd_sessions(args: argparse.Namespace) -> int:
     return admin.cmd_sessions(args, _config_path(args))
 
 
+def cmd_fsck(args: argparse.Namespace) -> int:
+    from dfs.cli import admin
+
+    return admin.cmd_fsck(args, _config_path(args))
+
+
 def cmd_locks(args: argparse.Namespace) -> int:
     from dfs.cli import admin
 
@@ -275,6 +281,22 @@ def build_parser() -> argparse.ArgumentParser:
     locks.add_argument("--config", help="admin TOML config file (default $DFS_CONFIG)")
     locks.add_argument("--json", action="store_true", help="machine-readable output")
     locks.set_defaults(func=cmd_locks)
+    fsck = sub.add_parser(
+        "fsck",
+        help="check the namespace and every chunk's replicas (admin certificate); "
+        "exit 0 clean, 1 problems, 2 could not run",
+    )
+    fsck.add_argument("path", nargs="?", help="only this file or directory on a dfs mount")
+    fsck.add_argument("--config", help="admin TOML config file (default $DFS_CONFIG)")
+    fsck.add_argument("--json", action="store_true", help="machine-readable output")
+    fsck.add_argument(
+        "--orphan-age",
+        type=int,
+        default=3600,
+        metavar="SECONDS",
+        help="report orphan chunks seen for at least this long (default 3600)",
+    )
+    fsck.set_defaults(func=cmd_fsck)
     return p
 
 

@@ -22,6 +22,7 @@ from dfs.errors import (
     DfsError,
     InvalidArgument,
     IOFailure,
+    NotFound,
     NotLeader,
     RangeError,
     SessionExpired,
@@ -30,6 +31,7 @@ from dfs.errors import (
 )
 from dfs.metaserver.chunks import ChunkKeeper
 from dfs.metaserver.feed import ChangeFeed, events_of
+from dfs.metaserver.fsck import fsck
 from dfs.metaserver.lockservice import LockService
 from dfs.metaserver.namespace import MAX_GOAL, MIN_GOAL
 from dfs.metaserver.raftnode import RaftNode
@@ -39,7 +41,7 @@ from dfs.rpc.client import RpcClientPool
 from dfs.rpc.dispatch import Dispatcher, Handler
 from dfs.rpc.params import Params
 from dfs.security.identity import Peer, Role, TlsFiles
-from dfs.types import ChunkId, InodeId, NodeId
+from dfs.types import ROOT_INODE, ChunkId, InodeId, NodeId
 
 logger = logging.getLogger(__name__)
 
@@ -155,6 +157,7 @@ class MetaService:
             ("session.keepalive", self.session_keepalive, ANYONE),
             ("session.close", self.session_close, ANYONE),
             ("admin.sessions", self.admin_sessions, ADMIN),
+            ("admin.fsck", self.admin_fsck, ADMIN),
             ("admin.session_evict", self.admin_session_evict, ADMIN),
             ("cs.register", self.cs_register, CHUNKSERVER),
             ("cs.heartbeat", self.cs_heartbeat, CHUNKSERVER),
@@ -878,6 +881,21 @@ class MetaService:
         await self._propose("drop_member", id=member)
         logger.info("metaserver %s removed from the group", member)
         return self._members()
+
+    async def admin_fsck(self, peer: Peer, params: dict[str, Any]) -> Any:
+        """``dfs fsck``: the leader's report (``dfs.metaserver.fsck``) of the subtree at ``ino``
+        (default: everything); orphan chunks seen for at least ``orphan_age`` seconds."""
+        self._require_leader()
+        await self._read()
+        await self._wait_registry_warm()
+        p = Params(params)
+        top = p.opt_int("ino", int(ROOT_INODE), min=1, max=_U64) or int(ROOT_INODE)
+        age = p.opt_int("orphan_age", 3600, min=0, max=_U32) or 0
+        if top not in self.ns.inodes:
+            raise NotFound(f"inode {top} does not exist")
+        return fsck(
+            self.ns, self.registry, trio.current_time(), top=InodeId(top), orphan_cutoff=age
+        )
 
     async def admin_status(self, peer: Peer, params: dict[str, Any]) -> Any:
         """The cluster as this member sees it; every member answers (``role`` says which is
