@@ -234,8 +234,7 @@ class Vfs:
         self._releasing: dict[InodeId, trio.Event] = {}
         self._release_wake = trio.Event()
         self._releaser_started = False
-        #: The session the holds belong to: they end with it.
-        self._hold_session: int | None = None
+        # Holds end with the session: a replacement session re-holds the open files.
         if hasattr(meta, "on_new_session"):
             meta.on_new_session = self._rehold
 
@@ -490,22 +489,12 @@ class Vfs:
         return self._attach(attr, flags).fh, attr
 
     # ------------------------------------------------------------------ holds
-    def _holds_current(self) -> None:
-        """Forget holds of an ended session (the metaserver dropped them with it)."""
-        sid = getattr(self.meta, "session_id", None)
-        if sid != self._hold_session:
-            if self._hold_session is not None:
-                self._held.clear()
-                self._release_pending.clear()
-            self._hold_session = sid
-
     async def _rehold(self) -> None:
         """The session ended (this client was silent too long) and a new one opened: hold
         the files still open here again before anything else happens in it.  A file that
         lost its last name meanwhile and was freed is gone (its descriptors get ESTALE)."""
         self._held.clear()
         self._release_pending.clear()
-        self._hold_session = getattr(self.meta, "session_id", None)
         for ino, st in list(self._files.items()):
             if st.open_count <= 0:
                 continue
@@ -545,12 +534,10 @@ class Vfs:
         releasing = self._releasing.get(ino)
         if releasing is not None:
             await releasing.wait()
-        self._holds_current()
         if ino in self._held:
             self._release_pending.discard(ino)
             return await self.meta.getattr(ino)
         attr = await self.meta.open(ino)
-        self._holds_current()
         if stat.S_ISREG(attr.mode):
             self._held.add(ino)
         return attr
@@ -598,12 +585,10 @@ class Vfs:
         self, parent: InodeId, name: bytes, mode: int, flags: int, cred: Cred, umask: int = 0
     ) -> tuple[int, InodeAttr]:
         check_name(name)
-        self._holds_current()
         try:
             attr = await self.meta.mknod(
                 parent, name, stat.S_IFREG | (mode & 0o7777), 0, cred, hold=True, umask=umask
             )
-            self._holds_current()
             self._held.add(attr.ino)
         except Exists:
             if flags & 0o200:  # O_EXCL

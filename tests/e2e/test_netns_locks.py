@@ -337,20 +337,24 @@ def test_a_file_unlinked_on_one_host_stays_usable_on_the_other(two_clients: TwoC
     assert not (a / "unlinked").exists()
 
 
-def test_interrupted_flock_on_one_host_leaves_nothing_queued(two_clients: TwoClients) -> None:
-    a, b = two_clients.mounts["a"], two_clients.mounts["b"]
-    (a / "intr.lock").write_bytes(b"")
-    holder = subprocess.Popen(
-        ["flock", "-x", str(a / "intr.lock"), "sleep", "600"], start_new_session=True
-    )
+@contextlib.contextmanager
+def _flock_held_on_a(two_clients: TwoClients, name: str) -> Iterator[tuple[Path, Path]]:
+    """An exclusive flock on ``name`` held through mount A (until the block ends), already
+    refused to B; yields the file's path on A and on B."""
+    a, b = two_clients.mounts["a"] / name, two_clients.mounts["b"] / name
+    a.write_bytes(b"")
+    holder = subprocess.Popen(["flock", "-x", str(a), "sleep", "600"], start_new_session=True)
     try:
-        wait_for(
-            lambda: _flock_refused(b / "intr.lock"),
-            10,
-            "A's flock seen from B",
-        )
+        wait_for(lambda: _flock_refused(b), 10, "A's flock seen from B")
+        yield a, b
+    finally:
+        _group_kill(holder)
+
+
+def test_interrupted_flock_on_one_host_leaves_nothing_queued(two_clients: TwoClients) -> None:
+    with _flock_held_on_a(two_clients, "intr.lock") as (path_a, path_b):
         waiter = subprocess.Popen(
-            [sys.executable, "-c", _WAIT_INTR, str(b / "intr.lock")],
+            [sys.executable, "-c", _WAIT_INTR, str(path_b)],
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -363,32 +367,18 @@ def test_interrupted_flock_on_one_host_leaves_nothing_queued(two_clients: TwoCli
         assert out.strip() == "EINTR", out
         print(f"\ninterrupted flock on h3 returned after {took * 1000:.0f} ms")
         assert took < 1.0
-    finally:
-        _group_kill(holder)
     # Had B's request stayed queued, it would now hold the lock and A's try would fail.
     time.sleep(0.3)
-    ok = subprocess.run(["flock", "-n", str(a / "intr.lock"), "true"], check=False)
+    ok = subprocess.run(["flock", "-n", str(path_a), "true"], check=False)
     assert ok.returncode == 0
 
 
 def test_killed_client_host_loses_its_locks_within_ten_seconds(two_clients: TwoClients) -> None:
-    a, b = two_clients.mounts["a"], two_clients.mounts["b"]
-    (a / "dead.lock").write_bytes(b"")
-    holder = subprocess.Popen(
-        ["flock", "-x", str(a / "dead.lock"), "sleep", "600"], start_new_session=True
-    )
-    try:
-        wait_for(
-            lambda: _flock_refused(b / "dead.lock"),
-            10,
-            "A's flock seen from B",
-        )
+    with _flock_held_on_a(two_clients, "dead.lock") as (_path_a, path_b):
         t0 = time.monotonic()
         two_clients.lab.kill9(two_clients.procs["a"])  # kill -9 of A's client process
-        ok = subprocess.run(["flock", "-w", "20", str(b / "dead.lock"), "true"], check=False)
+        ok = subprocess.run(["flock", "-w", "20", str(path_b), "true"], check=False)
         freed = time.monotonic() - t0
-    finally:
-        _group_kill(holder)
     assert ok.returncode == 0
     print(f"\nlock of the killed client on h2 freed for h3 after {freed:.1f} s")
     assert freed < 10.0, freed
