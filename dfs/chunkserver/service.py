@@ -457,8 +457,10 @@ class ChunkService:
             yield
             return
         mine = _merge(ranges)
-        held = self._ranges.setdefault(chunk_id, [])
         while True:
+            # Fetched again after every wait: the list is dropped when it empties, and an
+            # entry added to a dropped list would hold nothing back.
+            held = self._ranges.setdefault(chunk_id, [])
             blocker = next((e for r, e in held if _overlap(r, mine)), None)
             if blocker is None:
                 break
