@@ -22,7 +22,14 @@ def test_fsck_reports_damage_by_path_and_exits_by_state(tmp_path: Path) -> None:
         (c.mnt / "docs").mkdir()
         (c.mnt / "docs" / "a.bin").write_bytes(os.urandom(300_000))
         (c.mnt / "b.bin").write_bytes(os.urandom(1000))
-        clean = run_dfs("fsck", *admin)
+        # Right after the writes a replica may still be on its way (a chain member that
+        # failed is dropped and copied again): wait for the cluster to settle, then clean.
+        deadline = time.monotonic() + 30
+        while True:
+            clean = run_dfs("fsck", *admin, check=False)
+            if clean.returncode != 1 or time.monotonic() > deadline:
+                break
+            time.sleep(1)
         assert clean.returncode == 0, clean.stdout
         assert "2 files" in clean.stdout and clean.stdout.strip().endswith("clean")
         report = json.loads(run_dfs("fsck", *admin, "--json").stdout)
