@@ -7,6 +7,7 @@ import functools
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -30,17 +31,27 @@ async def admin_call(
 ) -> Any:
     """Call ``method`` on the metadata leader, found among ``cfg.cluster.metaservers``.
     ``exactly_once``: a mutation sent in a session of this command (opened and closed here),
-    so a retry after a failover is applied once."""
-    async with RpcClientPool(cfg.tls, name="dfs-admin", expect_roles={Role.METASERVER}) as pool:
-        meta = RpcMetaClient(
-            pool, cfg.cluster.metaservers, op_timeout=timeout, session_kind="admin"
-        )
-        if not exactly_once:
-            return await meta.request(method, params, idempotent=idempotent)
-        try:
-            return await meta.mutate(method, params)
-        finally:
-            await meta.close_session()
+    so a retry after a failover is applied once.  A failure is the one ``DfsError`` it was,
+    never a group of them (the CLI prints it as one line)."""
+    try:
+        async with RpcClientPool(cfg.tls, name="dfs-admin", expect_roles={Role.METASERVER}) as pool:
+            meta = RpcMetaClient(
+                pool, cfg.cluster.metaservers, op_timeout=timeout, session_kind="admin"
+            )
+            if not exactly_once:
+                return await meta.request(method, params, idempotent=idempotent)
+            try:
+                return await meta.mutate(method, params)
+            finally:
+                await meta.close_session()
+    except BaseExceptionGroup as group:
+        errors, rest = group.split(DfsError)
+        if errors is None or rest is not None:
+            raise
+        first: BaseException = errors
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        raise first from None
 
 
 async def member_status(cfg: Config, address: str, timeout: float) -> Any:  # noqa: ASYNC109
@@ -260,3 +271,155 @@ def _print_fsck(report: dict[str, Any]) -> None:
         if count > 20:
             print(f"    ... {count - 20} more (--json lists up to 10,000)")
     print("clean" if report["clean"] else "problems found")
+
+
+def _mode_line(c: dict[str, Any]) -> str:
+    mode = str(c.get("mode", "normal"))
+    if mode == "decommissioning":
+        mode += f" ({c.get('remaining', '?')} chunks to go)"
+    elif mode == "decommissioned":
+        mode = "DECOMMISSIONED (safe to remove)"
+    elif mode == "maintenance" and c.get("maintenance_until_ns"):
+        left = c["maintenance_until_ns"] / 1e9 - time.time()
+        mode += f" ({max(0, left):.0f} s left)"
+    return mode
+
+
+def _print_chunkservers(servers: list[dict[str, Any]]) -> None:
+    print(f"{'id':<10} {'state':<6} {'mode':<34} {'used':>10} {'capacity':>10} {'chunks':>7}")
+    for c in servers:
+        print(
+            f"{c['id']:<10} {c.get('state', '?'):<6} {_mode_line(c):<34} "
+            f"{_human(c.get('used', 0)):>10} {_human(c.get('capacity', 0)):>10} "
+            f"{c.get('chunks', 0):>7}"
+        )
+
+
+def cmd_chunkserver_mode(args: argparse.Namespace, config_path: Path) -> int:
+    """``dfs chunkserver decommission|maintenance|recommission ID`` and ``list``."""
+    cfg = load_config(config_path)
+    if args.cs_command == "list":
+        servers = fetch_status(cfg)["chunkservers"]
+        if args.json:
+            print(json.dumps(servers, indent=2))
+        else:
+            _print_chunkservers(servers)
+        return 0
+    mode = {"decommission": "decommission", "maintenance": "maintenance"}.get(
+        args.cs_command, "normal"
+    )
+    params: dict[str, Any] = {"id": args.id, "mode": mode}
+    if mode == "maintenance":
+        params["seconds"] = args.seconds
+    line = trio.run(admin_call, cfg, "admin.cs_mode", params, 30.0)
+    if mode == "decommission" and getattr(args, "wait", False):
+        line = _wait_drained(cfg, args.id)
+    if args.json:
+        print(json.dumps(line, indent=2))
+        return 0
+    what = {
+        "decommission": "is being decommissioned: its chunks are copied elsewhere",
+        "maintenance": f"is in maintenance for up to {getattr(args, 'seconds', 0)} s",
+        "normal": "is back in normal service",
+    }[mode]
+    print(f"chunkserver {args.id} {what}")
+    _print_chunkservers([line])
+    return 0
+
+
+#: Longest ``dfs chunkserver decommission --wait`` waits (a day).
+DRAIN_WAIT = 86_400.0
+
+
+def _wait_drained(cfg: Config, server_id: str) -> dict[str, Any]:
+    """Poll the leader until ``server_id`` is drained; a progress bar on a terminal."""
+    from dfs.cli.progress import Progress
+
+    bar: Progress | None = None
+    deadline = time.monotonic() + DRAIN_WAIT
+    try:
+        while True:
+            servers = {c["id"]: c for c in fetch_status(cfg)["chunkservers"]}
+            line: dict[str, Any] | None = servers.get(server_id)
+            if line is None:
+                raise ConfigError(f"chunkserver {server_id} is no longer known")
+            left = int(line.get("remaining", 0))
+            if bar is None:
+                bar = Progress(f"draining {server_id}", total=max(left, 1))
+            bar.update(bar.total - left if left <= bar.total else 0, note=f"{left} to go")
+            if line.get("mode") == "decommissioned" or time.monotonic() > deadline:
+                return line
+            time.sleep(1.0)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def cmd_rebalance(args: argparse.Namespace, config_path: Path) -> int:
+    """``dfs rebalance``: start a rebalance on the leader and follow it to the end; Ctrl-C
+    stops it (moves in flight are abandoned consistently)."""
+    from dfs.cli.progress import Progress
+
+    cfg = load_config(config_path)
+    if args.stop:
+        report = trio.run(admin_call, cfg, "admin.rebalance_stop", {}, 30.0)
+        _print_rebalance(report, args.json)
+        return 0
+    params: dict[str, Any] = {
+        "threshold": float(args.threshold),
+        "max_moves": args.max_moves,
+        "bandwidth": int(args.bandwidth * 2**20),
+        "dry_run": args.dry_run,
+        "force": args.force,
+    }
+    report = trio.run(admin_call, cfg, "admin.rebalance", params, 60.0)
+    if args.dry_run or report["state"] != "running":
+        _print_rebalance(report, args.json)
+        return 0
+    bar = Progress("rebalance", total=max(1, int(report["total_bytes"])))
+    try:
+        while report["state"] == "running":
+            time.sleep(0.5)
+            report = trio.run(admin_call, cfg, "admin.rebalance_status", {}, 30.0)
+            rate = report["rate"] / 2**20
+            bar.update(
+                min(report["bytes"], bar.total),
+                note=f"{report['moves']} moves, {rate:.1f} MiB/s",
+            )
+    except KeyboardInterrupt:
+        bar.close()
+        print("stopping the rebalance...", file=sys.stderr)
+        report = trio.run(admin_call, cfg, "admin.rebalance_stop", {}, 30.0)
+        _print_rebalance(report, args.json)
+        return 130
+    bar.close()
+    _print_rebalance(report, args.json)
+    return 0 if report["state"] in ("balanced", "done") else 1
+
+
+def _print_rebalance(report: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    mean = report["mean"]
+    if report["state"] == "dry-run":
+        print(
+            f"dry run: {report['moves']} moves of {_human(report['bytes'])} would bring every "
+            f"chunkserver within {report['threshold']:g} points of the mean ({mean:.1f} %)"
+        )
+        after = report["after"]
+    else:
+        print(
+            f"rebalance {report['state']}: {report['reason']}; {report['moves']} moves, "
+            f"{_human(report['bytes'])} in {report['elapsed']:.1f} s "
+            f"({report['rate'] / 2**20:.1f} MiB/s), {report['failures']} failed"
+        )
+        after = report["utilization"]
+    print(f"{'chunkserver':<12} {'before':>8} {'now':>8}   (mean {mean:.1f} %)")
+    for sid in sorted(set(report["before"]) | set(after)):
+        b = report["before"].get(sid)
+        a = after.get(sid)
+        print(
+            f"{sid:<12} {'-' if b is None else f'{b:.1f} %':>8} "
+            f"{'-' if a is None else f'{a:.1f} %':>8}"
+        )

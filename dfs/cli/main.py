@@ -80,6 +80,10 @@ def cmd_metaserver(args: argparse.Namespace) -> int:
 
 
 def cmd_chunkserver(args: argparse.Namespace) -> int:
+    if getattr(args, "cs_command", None):
+        from dfs.cli import admin
+
+        return admin.cmd_chunkserver_mode(args, _config_path(args))
     from dfs.chunkserver.server import run_chunkserver
     from dfs.cli.daemons import run_daemon
     from dfs.config import load_config
@@ -145,6 +149,12 @@ def cmd_fsck(args: argparse.Namespace) -> int:
     return admin.cmd_fsck(args, _config_path(args))
 
 
+def cmd_rebalance(args: argparse.Namespace) -> int:
+    from dfs.cli import admin
+
+    return admin.cmd_rebalance(args, _config_path(args))
+
+
 def cmd_locks(args: argparse.Namespace) -> int:
     from dfs.cli import admin
 
@@ -152,6 +162,41 @@ def cmd_locks(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- argument parser
+def _chunkserver_admin_parsers(d: argparse.ArgumentParser) -> None:
+    """``dfs chunkserver decommission|maintenance|recommission|list``; without a subcommand
+    ``dfs chunkserver`` runs the daemon."""
+    cs_sub = d.add_subparsers(dest="cs_command", metavar="COMMAND")
+    texts = {
+        "decommission": "drain chunkserver ID: copy its chunks elsewhere, then report it "
+        "DECOMMISSIONED (safe to remove)",
+        "maintenance": "planned downtime of chunkserver ID: no new chunks, and its absence "
+        "starts no re-replication for --for seconds",
+        "recommission": "put chunkserver ID back into normal service",
+        "list": "chunkservers with their state, mode and use",
+    }
+    for verb, text in texts.items():
+        sp = cs_sub.add_parser(verb, help=text)
+        if verb != "list":
+            sp.add_argument("id", metavar="ID", help="chunkserver id (see `dfs chunkserver list`)")
+        if verb == "maintenance":
+            sp.add_argument(
+                "--for",
+                dest="seconds",
+                type=int,
+                default=3600,
+                metavar="SECONDS",
+                help="how long the maintenance may last before re-replication starts (3600)",
+            )
+        if verb == "decommission":
+            sp.add_argument(
+                "--wait", action="store_true", help="wait until it is drained, with progress"
+            )
+        sp.add_argument(
+            "--config", default=argparse.SUPPRESS, help="admin TOML config file ($DFS_CONFIG)"
+        )
+        sp.add_argument("--json", action="store_true", help="machine-readable output")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="dfs",
@@ -190,6 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
         d = sub.add_parser(name, help=text)
         d.add_argument("--config", help="TOML config file (default $DFS_CONFIG)")
         d.set_defaults(func=func)
+        if name == "chunkserver":
+            _chunkserver_admin_parsers(d)
 
     m = sub.add_parser("mount", help="mount the file system (runs in the foreground)")
     m.add_argument("mountpoint")
@@ -297,7 +344,54 @@ def build_parser() -> argparse.ArgumentParser:
         help="report orphan chunks seen for at least this long (default 3600)",
     )
     fsck.set_defaults(func=cmd_fsck)
+
+    reb = sub.add_parser(
+        "rebalance",
+        help="move replicas until every chunkserver's use is within --threshold points of "
+        "the cluster mean (admin certificate); Ctrl-C stops it safely",
+    )
+    reb.add_argument("--config", help="admin TOML config file (default $DFS_CONFIG)")
+    reb.add_argument(
+        "--threshold", type=_percent, default=10.0, metavar="PCT", help="percentage points (10)"
+    )
+    reb.add_argument(
+        "--max-moves", type=_non_negative, default=0, metavar="N", help="stop after N moves"
+    )
+    reb.add_argument(
+        "--bandwidth",
+        type=float,
+        default=0.0,
+        metavar="MiB/s",
+        help="copy rate in all (default: the replication rate)",
+    )
+    reb.add_argument("--dry-run", action="store_true", help="only say what would move")
+    reb.add_argument(
+        "--force", action="store_true", help="run even while chunks are under their goal"
+    )
+    reb.add_argument("--stop", action="store_true", help="stop a running rebalance")
+    reb.add_argument("--json", action="store_true", help="machine-readable output")
+    reb.set_defaults(func=cmd_rebalance)
     return p
+
+
+def _percent(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value < 100:
+        raise argparse.ArgumentTypeError("must be between 0 and 100 (percentage points)")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be >= 0")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:

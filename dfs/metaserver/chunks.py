@@ -98,6 +98,9 @@ def plan(
     for the next pass."""
     ns = registry.namespace
     out = Plan()
+    #: Replicas on servers being decommissioned are valid (read, copied from) but count
+    #: toward no goal and are never trimmed: they go with their server.
+    leaving = registry.leaving()
     wanted: list[tuple[int, ChunkId]] = []
     done: list[ChunkId] = []
     pending = list(registry.suspects)
@@ -113,8 +116,9 @@ def plan(
             continue
         ino, _index, version = info
         goal = ns.inodes[InodeId(ino)].goal
-        live = registry.valid_servers(cid, now)
-        valid = registry.locations.get(cid, set())
+        everywhere = registry.valid_servers(cid, now)
+        live = [s for s in everywhere if s.id not in leaving]
+        valid = registry.locations.get(cid, set()) - leaving
         if cid in busy:
             # Being written or copied: no copy, no trim (it stays a suspect), but stale and
             # corrupt copies can go as soon as the goal is met.
@@ -126,7 +130,7 @@ def plan(
             if registry.is_alive(sid, now):
                 out.undo.append((cid, sid, v, version))
                 keep = True
-        if not live:
+        if not everywhere:
             if not keep:
                 done.append(cid)  # missing: nothing to copy from until a holder registers
             continue
@@ -176,7 +180,7 @@ def _copy_job(
             1,
             now,
             exclude=registry.copy_exclusions(cid, now),
-            zones={s.zone for s in sources},
+            zones={s.zone for s in sources if s.id not in registry.leaving()},
         )
     except (NoSpace, Unavailable):
         # No server without a copy: clear a stale or corrupt copy on a live server, so that
@@ -224,6 +228,7 @@ class ChunkKeeper:
         self.rate = rate
         self.jobs = jobs
         self._pool: RpcClientPool | None = None
+        self._nursery: trio.Nursery | None = None
         self._version_term = 0
         self._version_n = 0
         self._grants: dict[ChunkId, trio.Lock] = {}
@@ -270,6 +275,42 @@ class ChunkKeeper:
 
     def copying(self) -> int:
         return len(self._copying)
+
+    def copying_chunks(self) -> set[ChunkId]:
+        return set(self._copying)
+
+    def is_leader(self) -> bool:
+        return self._is_leader()
+
+    def claim(self, cid: ChunkId) -> bool:
+        """Reserve ``cid`` for a copy made outside the upkeep passes (a rebalance move):
+        the planner leaves it alone until ``unclaim``.  False if a copy is already running."""
+        if cid in self._copying:
+            return False
+        self._copying.add(cid)
+        return True
+
+    def unclaim(self, cid: ChunkId) -> None:
+        self._copying.discard(cid)
+        self.registry.suspects.add(cid)
+
+    async def copy_replica(
+        self,
+        cid: ChunkId,
+        version: int,
+        source: ChunkserverInfo,
+        target: ChunkserverInfo,
+        length: int,
+        rate: float,
+    ) -> None:
+        """Have ``target`` copy the chunk from ``source`` at ``rate`` bytes/s (the caller
+        registers the copy if it still counts)."""
+        await self._require_pool().call(
+            target.address,
+            "chunk.replicate",
+            {"chunk_id": cid, "version": version, "source": source.server(), "rate": rate},
+            timeout=max(60.0, 4 * length / rate),
+        )
 
     def lease_active(self, cid: ChunkId, now: float) -> bool:
         return self.registry.leases.get(cid, float("-inf")) > now
@@ -406,6 +447,12 @@ class ChunkKeeper:
         made.sort(key=lambda s: s.id)
         return made
 
+    def require_nursery(self) -> trio.Nursery:
+        """Where jobs of the leader's (a rebalance) run: they end with the keeper."""
+        if self._nursery is None:
+            raise Unavailable("the chunk keeper is not running yet", retry=True)
+        return self._nursery
+
     def _require_pool(self) -> RpcClientPool:
         if self._pool is None:
             raise Unavailable("the chunk keeper is not running yet", retry=True)
@@ -420,6 +467,7 @@ class ChunkKeeper:
             trio.open_nursery() as nursery,
         ):
             self._pool = pool
+            self._nursery = nursery
             task_status.started()
             limiter = trio.CapacityLimiter(self.jobs)
             while True:
@@ -462,20 +510,11 @@ class ChunkKeeper:
 
     async def _copy(self, job: CopyJob, limiter: trio.CapacityLimiter) -> None:
         cid = job.chunk_id
-        pool = self._require_pool()
         try:
             async with limiter:
                 t0 = trio.current_time()
-                await pool.call(
-                    job.target.address,
-                    "chunk.replicate",
-                    {
-                        "chunk_id": cid,
-                        "version": job.version,
-                        "source": job.source.server(),
-                        "rate": self.rate / self.jobs,
-                    },
-                    timeout=max(60.0, 4 * job.length / (self.rate / self.jobs)),
+                await self.copy_replica(
+                    cid, job.version, job.source, job.target, job.length, self.rate / self.jobs
                 )
             cur = self.ns.chunk_info(cid)
             if cur is None or cur[2] != job.version or self.lease_active(cid, trio.current_time()):

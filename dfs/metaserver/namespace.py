@@ -34,6 +34,11 @@ Schema (the snapshot, msgpack map ``format == 2``)
   added to the Raft group after it was created (``set_member``; the founding members'
   addresses come from their config).  Kept here so that every member, and every snapshot,
   knows where to reach them.
+* ``cs_modes`` (format 5): ``[[id, mode, until_ns], ...]`` sorted, the chunkservers an operator
+  took out of normal service (``set_cs_mode``): ``decommission`` (its replicas no longer count
+  toward any goal and it gets no new ones: drained by copies elsewhere, then safe to remove)
+  or ``maintenance`` (no new replicas, and while ``until_ns`` (wall clock) is ahead its
+  absence does not start re-replication).  A chunkserver not listed is in normal service.
 
 Exactly-once: a command with a ``session`` key runs through ``SessionTable.run``, which
 applies it once and answers retries with the remembered outcome.
@@ -87,9 +92,12 @@ from dfs.metaserver.locks import LockTable
 from dfs.metaserver.sessions import SessionTable
 from dfs.types import CHUNK_SIZE, ROOT_INODE, ChunkId, ChunkVersion, InodeId
 
-SNAPSHOT_FORMAT = 4
-#: Formats ``restore`` reads (1: before sessions existed; 2: before locks; 3: before holds).
-_READABLE_FORMATS = (1, 2, 3, 4)
+SNAPSHOT_FORMAT = 5
+#: Formats ``restore`` reads (1: before sessions existed; 2: before locks; 3: before holds;
+#: 4: before chunkserver modes).
+_READABLE_FORMATS = (1, 2, 3, 4, 5)
+#: Chunkserver modes of ``set_cs_mode`` (see the schema).
+CS_MODES = ("normal", "decommission", "maintenance")
 NAME_MAX = 255
 PATH_MAX = 4096
 #: Link count limit (ext4's value); also bounds a directory's subdirectory count.
@@ -165,6 +173,8 @@ class Namespace:
         self.locks = LockTable()
         #: Raft member id -> "host:port" of members added online (see the schema).
         self.members: dict[str, str] = {}
+        #: Chunkserver id -> (mode, until_ns) for servers out of normal service (see the schema).
+        self.cs_modes: dict[str, tuple[str, int]] = {}
         #: Regular file -> sessions holding it open, and the inverse (see the schema).
         self.holds: dict[InodeId, set[int]] = {}
         self.held_by: dict[int, set[InodeId]] = {}
@@ -196,6 +206,7 @@ class Namespace:
             "lock_release": self._op_lock_release,
             "set_member": self._op_set_member,
             "drop_member": self._op_drop_member,
+            "set_cs_mode": self._op_set_cs_mode,
         }
 
     # ------------------------------------------------------------------ apply
@@ -291,6 +302,7 @@ class Namespace:
             "members": [[i, self.members[i]] for i in sorted(self.members)],
             "locks": self.locks.encode(),
             "holds": [[i, sorted(self.holds[i])] for i in sorted(self.holds)],
+            "cs_modes": [[i, *self.cs_modes[i]] for i in sorted(self.cs_modes)],
         }
         return msgpack.packb(data, use_bin_type=True)
 
@@ -316,6 +328,9 @@ class Namespace:
             members = {str(i): str(a) for i, a in data.get("members", [])}
             locks = LockTable.decode(data.get("locks", []))
             holds = {InodeId(int(i)): {int(x) for x in sids} for i, sids in data.get("holds", [])}
+            cs_modes = {str(i): (str(m), int(u)) for i, m, u in data.get("cs_modes", [])}
+            if any(m not in CS_MODES[1:] for m, _u in cs_modes.values()):
+                raise SnapshotCorrupt(f"unknown chunkserver mode in {cs_modes!r}")
         except SnapshotCorrupt:
             raise
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
@@ -335,6 +350,7 @@ class Namespace:
         # The op table holds the table's bound methods: update it in place.
         self.sessions.sessions, self.sessions.next_id = sessions.sessions, sessions.next_id
         self.members = members
+        self.cs_modes = cs_modes
         self.locks = locks
         self.holds, self.held_by = fresh.holds, fresh.held_by
 
@@ -508,6 +524,20 @@ class Namespace:
 
     def _op_drop_member(self, c: dict[str, Any]) -> None:
         self.members.pop(str(c["id"]), None)
+
+    def _op_set_cs_mode(self, c: dict[str, Any]) -> dict[str, Any]:
+        """``{id, mode, until_ns}``: take chunkserver ``id`` out of normal service or put it
+        back (``normal``).  ``until_ns`` bounds a maintenance (0: no bound).  Returns the
+        previous mode."""
+        server, mode = str(c["id"]), str(c["mode"])
+        if not server or mode not in CS_MODES:
+            raise InvalidArgument(f"bad chunkserver mode {mode!r} for {server!r}")
+        before = self.cs_modes.get(server, ("normal", 0))[0]
+        if mode == "normal":
+            self.cs_modes.pop(server, None)
+        else:
+            self.cs_modes[server] = (mode, int(c.get("until_ns", 0)))
+        return {"previous": before}
 
     def _op_init(self, c: dict[str, Any]) -> dict[str, Any]:
         """``{op: init, now_ns, goal, cluster_id}``: create the root (first entry of a log)."""

@@ -28,11 +28,23 @@ clock; ``now`` is passed in so the logic is testable without a clock).  A server
 longer than ``grace`` loses its replicas (``expire_gone``): the chunks become under-replicated
 and the replicator copies them.  Chunks whose replica set may need work are kept in
 ``suspects`` (see ``dfs.metaserver.chunks``).
+
+An operator can take a server out of normal service (``Namespace.cs_modes``, replicated):
+
+* **decommission**: it gets no new chunks or copies and its replicas no longer count toward
+  any goal, so the replicator copies each of its chunks elsewhere; its replicas stay valid
+  (served, used as copy sources) until it is stopped, so no chunk drops below its goal on the
+  way.  It is *drained* when every chunk it holds is at its goal without it.
+* **maintenance**: it gets no new chunks or copies, and while the maintenance lasts its
+  absence is not "gone": its chunks wait for it instead of being copied (no re-replication
+  storm for a planned restart).  Writes during its absence still make its replicas stale,
+  and those chunks are copied as usual (new data is never left under its goal).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -109,6 +121,44 @@ class Registry:
         #: every member when a lease is applied from the log, so a new leader knows which
         #: chunks were being written.
         self.leases: dict[ChunkId, float] = {}
+
+    # ------------------------------------------------------------------ operator modes
+    def mode(self, server_id: str) -> str:
+        """``normal``, ``decommission`` or ``maintenance`` (an expired maintenance is over)."""
+        entry = self.namespace.cs_modes.get(server_id)
+        if entry is None:
+            return "normal"
+        mode, until_ns = entry
+        if mode == "maintenance" and until_ns and time.time_ns() >= until_ns:
+            return "normal"
+        return mode
+
+    def leaving(self) -> set[str]:
+        """Servers being decommissioned: their replicas do not count toward goals."""
+        return {
+            sid for sid, (mode, _u) in self.namespace.cs_modes.items() if mode == "decommission"
+        }
+
+    def mode_changed(self, server_id: str) -> None:
+        """An operator changed ``server_id``'s mode: every chunk it holds may need work (copies
+        for a decommission, trims after a recommission)."""
+        self.suspects.update(self._held.get(server_id, ()))
+        for table in (self.stale, self.ahead):
+            self.suspects.update(c for c, where in table.items() if server_id in where)
+
+    def remaining(self, server_id: str, now: float) -> int:
+        """Chunks on ``server_id`` that are not at their goal without it (0: drained)."""
+        leaving = self.leaving() | {server_id}
+        ns = self.namespace
+        n = 0
+        for cid in self._held.get(server_id, ()):
+            info = ns.chunk_info(cid)
+            if info is None:
+                continue
+            others = sum(1 for s in self.valid_servers(cid, now) if s.id not in leaving)
+            if others < ns.inodes[info[0]].goal:
+                n += 1
+        return n
 
     # ------------------------------------------------------------------ chunkserver RPCs
     def register(
@@ -224,6 +274,13 @@ class Registry:
                 server_id,
             )
             return False
+        if server_id not in self.locations.get(cid, ()):
+            # Not a replica we serve (a reader raced with a move or trim that deleted it, or
+            # it was already dropped): nothing to repair.
+            logger.info(
+                "ignoring a report about chunk %d on %s: not a valid replica there", cid, server_id
+            )
+            return False
         logger.warning(
             "bad replica of chunk %d (version %d) on chunkserver %s: %s",
             cid,
@@ -257,6 +314,8 @@ class Registry:
         for info in self.servers.values():
             if info.gone or now - info.last_heartbeat <= self.timeout + self.grace:
                 continue
+            if self.mode(info.id) == "maintenance":
+                continue
             info.alive = False
             info.gone = True
             gone.append(info.id)
@@ -276,9 +335,11 @@ class Registry:
         self, goal: int, now: float, *, exclude: Iterable[str] = (), zones: Iterable[str] = ()
     ) -> list[ChunkserverInfo]:
         """Choose servers for a new chunk (or new replicas): ``goal`` live servers with the
-        most free space, none full, none in ``exclude``, never two in one zone (nor in one of
-        ``zones``, those of existing replicas) while another zone is available."""
+        most free space, none full, none in ``exclude`` or out of normal service, never two in
+        one zone (nor in one of ``zones``, those of existing replicas) while another zone is
+        available."""
         skip = set(exclude)
+        skip.update(sid for sid in self.namespace.cs_modes if self.mode(sid) != "normal")
         alive = [s for s in self.servers.values() if self._alive(s, now) and s.id not in skip]
         live = [s for s in alive if not s.full()]
         if not alive:
@@ -408,6 +469,10 @@ class Registry:
         """Live, valid replica locations of a chunk as protocol ``server`` maps."""
         return [s.server() for s in self.valid_servers(chunk_id, now)]
 
+    def held(self, server_id: str) -> set[ChunkId]:
+        """Chunks ``server_id`` holds a valid replica of (a copy: safe to iterate)."""
+        return set(self._held.get(server_id, ()))
+
     def pending_deletions(self, server_id: str) -> set[ChunkId]:
         return set(self._delete.get(server_id, ()))
 
@@ -448,21 +513,32 @@ class Registry:
 
     def status(self, now: float) -> list[dict[str, Any]]:
         return [
-            {
-                "id": s.id,
-                "address": s.address,
-                "zone": s.zone,
-                "capacity": s.capacity,
-                "free": s.free,
-                "used": max(0, s.capacity - s.free),
-                "state": "gone" if s.gone else "alive" if self._alive(s, now) else "dead",
-                "last_heartbeat_age": now - s.last_heartbeat,
-                "load": s.load,
-                "chunks": len(self._held.get(s.id, ())),
-                "bad_replicas": sum(1 for holders in self.bad.values() if s.id in holders),
-            }
-            for s in sorted(self.servers.values(), key=lambda s: s.id)
+            self.server_status(s, now) for s in sorted(self.servers.values(), key=lambda s: s.id)
         ]
+
+    def server_status(self, s: ChunkserverInfo, now: float) -> dict[str, Any]:
+        mode = self.mode(s.id)
+        out = {
+            "id": s.id,
+            "address": s.address,
+            "zone": s.zone,
+            "capacity": s.capacity,
+            "free": s.free,
+            "used": max(0, s.capacity - s.free),
+            "state": "gone" if s.gone else "alive" if self._alive(s, now) else "dead",
+            "last_heartbeat_age": now - s.last_heartbeat,
+            "load": s.load,
+            "chunks": len(self._held.get(s.id, ())),
+            "bad_replicas": sum(1 for holders in self.bad.values() if s.id in holders),
+            "mode": mode,
+        }
+        if mode == "decommission":
+            left = self.remaining(s.id, now)
+            out["remaining"] = left
+            out["mode"] = "decommissioned" if left == 0 else "decommissioning"
+        elif mode == "maintenance":
+            out["maintenance_until_ns"] = self.namespace.cs_modes[s.id][1]
+        return out
 
     def health(self, now: float) -> tuple[int, int]:
         """``(under_goal, missing)``: chunks with fewer live replicas than their file's goal

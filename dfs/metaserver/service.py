@@ -29,11 +29,12 @@ from dfs.errors import (
     Unauthorized,
     Unavailable,
 )
+from dfs.metaserver.balance import Balancer, check_threshold
 from dfs.metaserver.chunks import ChunkKeeper
 from dfs.metaserver.feed import ChangeFeed, events_of
 from dfs.metaserver.fsck import fsck
 from dfs.metaserver.lockservice import LockService
-from dfs.metaserver.namespace import MAX_GOAL, MIN_GOAL
+from dfs.metaserver.namespace import CS_MODES, MAX_GOAL, MIN_GOAL
 from dfs.metaserver.raftnode import RaftNode
 from dfs.metaserver.registry import Registry
 from dfs.raft import ConfChange, ConfChangeOp
@@ -111,6 +112,8 @@ class MetaService:
             rate=replication_rate,
             jobs=replication_jobs,
         )
+        #: ``dfs rebalance`` jobs (run in the keeper's nursery, on the leader).
+        self.balancer = Balancer(self.keeper)
         #: fcntl/flock waiting room (the locks themselves are in the namespace).
         self.locks = LockService(
             lambda: self.ns.locks, propose=self._propose, read_barrier=self._read
@@ -158,6 +161,10 @@ class MetaService:
             ("session.close", self.session_close, ANYONE),
             ("admin.sessions", self.admin_sessions, ADMIN),
             ("admin.fsck", self.admin_fsck, ADMIN),
+            ("admin.cs_mode", self.admin_cs_mode, ADMIN),
+            ("admin.rebalance", self.admin_rebalance, ADMIN),
+            ("admin.rebalance_status", self.admin_rebalance_status, ADMIN),
+            ("admin.rebalance_stop", self.admin_rebalance_stop, ADMIN),
             ("admin.session_evict", self.admin_session_evict, ADMIN),
             ("cs.register", self.cs_register, CHUNKSERVER),
             ("cs.heartbeat", self.cs_heartbeat, CHUNKSERVER),
@@ -249,6 +256,8 @@ class MetaService:
             cid = result["chunk_id"]
             self.registry.add_replicas(cid, command.get("servers", ()))
             self.registry.leases[cid] = trio.current_time() + self.keeper.lease
+        elif op == "set_cs_mode":
+            self.registry.mode_changed(str(command["id"]))
         elif op == "setgoal":
             node = self.ns.inodes.get(command["ino"])
             if node is not None and node.chunks:
@@ -896,6 +905,88 @@ class MetaService:
         return fsck(
             self.ns, self.registry, trio.current_time(), top=InodeId(top), orphan_cutoff=age
         )
+
+    async def admin_cs_mode(self, peer: Peer, params: dict[str, Any]) -> Any:
+        """``dfs chunkserver decommission|maintenance|recommission ID``: set chunkserver
+        ``id``'s mode (``decommission``, ``maintenance`` for at most ``seconds``, or
+        ``normal``); returns its status line after the change."""
+        p = Params(params)
+        server = p.str("id", max_len=128)
+        mode = p.str("mode", max_len=16)
+        seconds = p.opt_int("seconds", 0, min=0, max=_U32) or 0
+        if mode not in CS_MODES:
+            raise BadRequest(f"unknown chunkserver mode {mode!r}")
+        self._require_leader()
+        await self._wait_registry_warm()
+        if server not in self.registry.servers and server not in self.ns.cs_modes:
+            raise NotFound(f"no chunkserver {server!r} is known to this cluster")
+        until = time.time_ns() + seconds * 1_000_000_000 if mode == "maintenance" and seconds else 0
+        if mode == "decommission" and self.ns.cs_modes.get(server, ("", 0))[0] != "decommission":
+            # Draining must leave every chunk at its goal: that needs room elsewhere.
+            now = trio.current_time()
+            others = [
+                s
+                for sid, s in self.registry.servers.items()
+                if sid != server
+                and self.registry.is_alive(sid, now)
+                and self.registry.mode(sid) == "normal"
+            ]
+            goals = [self.ns.inodes[ROOT_INODE].goal]
+            goals += [n.goal for n in self.ns.inodes.values() if n.chunks]
+            if len(others) < max(goals):
+                raise BadRequest(
+                    f"cannot decommission {server}: {len(others)} other chunkserver(s) in "
+                    f"service, and a goal of {max(goals)} needs {max(goals)}"
+                )
+        await self._propose_in(peer, p, "set_cs_mode", id=server, mode=mode, until_ns=until)
+        now = trio.current_time()
+        info = self.registry.servers.get(server)
+        if info is None:
+            return {"id": server, "mode": self.registry.mode(server), "state": "unknown"}
+        return self.registry.server_status(info, now)
+
+    async def admin_rebalance(self, peer: Peer, params: dict[str, Any]) -> Any:
+        """Start a rebalance job (``dfs.metaserver.balance``) or, with ``dry_run``, report
+        what it would move.  Refused while chunks are under their goal unless ``force``."""
+        p = Params(params)
+        threshold = check_threshold(p.float("threshold") if "threshold" in p else 10.0)
+        max_moves = p.opt_int("max_moves", 0, min=0, max=_U32) or 0
+        bandwidth = float(p.opt_int("bandwidth", 0, min=0, max=_U64) or 0)
+        self._require_leader()
+        await self._read()
+        await self._wait_registry_warm()
+        now = trio.current_time()
+        under, missing = self.registry.health(now)
+        if (under or missing) and not p.opt_bool("force", False):
+            raise BadRequest(
+                f"{under} chunk(s) under their goal and {missing} with no replica: let the "
+                "replicator finish first (dfs status), or pass --force"
+            )
+        if p.opt_bool("dry_run", False):
+            return self.balancer.plan_only(threshold, max_moves)
+        job = self.balancer.start(
+            self.keeper.require_nursery(),
+            threshold=threshold,
+            max_moves=max_moves,
+            bandwidth=bandwidth,
+        )
+        return job.report(self.registry, now)
+
+    async def admin_rebalance_status(self, peer: Peer, params: dict[str, Any]) -> Any:
+        """The current (or last) rebalance job's progress; asking keeps a job alive."""
+        self._require_leader()
+        job = self.balancer.poll()
+        if job is None:
+            raise NotFound("no rebalance has run on this leader")
+        return job.report(self.registry, trio.current_time())
+
+    async def admin_rebalance_stop(self, peer: Peer, params: dict[str, Any]) -> Any:
+        """Stop the running rebalance (moves in flight are abandoned consistently)."""
+        self._require_leader()
+        job = self.balancer.stop()
+        if job is None:
+            raise NotFound("no rebalance has run on this leader")
+        return job.report(self.registry, trio.current_time())
 
     async def admin_status(self, peer: Peer, params: dict[str, Any]) -> Any:
         """The cluster as this member sees it; every member answers (``role`` says which is

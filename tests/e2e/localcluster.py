@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -59,6 +60,11 @@ class Cluster:
         result: dict[str, Any] = json.loads(out.stdout)
         return result
 
+    def http_addresses(self) -> dict[str, str]:
+        """Each process's loopback HTTP listener (``/metrics``; dashboard on metaservers)."""
+        procs = json.loads((self.state / "cluster.json").read_text())["procs"]
+        return {p["id"]: p["http"] for p in procs if p.get("http")}
+
     def pid(self, proc_id: str) -> int:
         return int((self.state / "run" / f"{proc_id}.pid").read_text())
 
@@ -90,6 +96,47 @@ def local_cluster(tmp: Path, *create_args: str) -> Iterator[Cluster]:
             cluster.down()
         finally:
             cluster.force_cleanup()
+
+
+def add_chunkserver(cluster: Cluster, cs_id: str, **settings: Any) -> subprocess.Popen[bytes]:
+    """Join a new chunkserver to the running cluster the way an operator does: a certificate
+    from the cluster CA, a config naming the metaservers, and ``dfs chunkserver --config``.
+    The caller stops the returned process (``dfs local down`` does not know it)."""
+    import tomllib
+
+    from dfs.config import write_config
+
+    state = cluster.state
+    run_dfs(
+        "ca", "issue", cs_id, "--role", "chunkserver", "--ca", str(state / "ca"),
+        "--out", str(state / "certs"),
+    )  # fmt: skip
+    base = tomllib.loads((state / "cs1.toml").read_text())
+    base.pop("http", None)  # cs1's own metrics listener
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    base["tls"]["cert"] = str(state / "certs" / f"{cs_id}.crt")
+    base["tls"]["key"] = str(state / "certs" / f"{cs_id}.key")
+    base["chunkserver"].update(
+        id=cs_id,
+        listen=f"127.0.0.1:{port}",
+        data_dir=str(state / "data" / cs_id),
+        zone=cs_id,
+        **settings,
+    )
+    config = state / f"{cs_id}.toml"
+    write_config(config, base)
+    log = open(state / "logs" / f"{cs_id}.log", "ab")  # noqa: SIM115 - the child keeps it
+    try:
+        return subprocess.Popen(
+            [*DFS, "chunkserver", "--config", str(config)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    finally:
+        log.close()
 
 
 def wait_for(pred: Any, timeout: float, what: str) -> None:
