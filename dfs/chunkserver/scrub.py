@@ -132,6 +132,10 @@ class Scrubber:
         self._ready_at = 0.0
         self._pass_done = trio.Event()
 
+    def corrupt(self) -> list[tuple[int, int]]:
+        """``(chunk, version)`` of the replicas found corrupt and still on disk."""
+        return sorted(self._found)
+
     def statistics(self) -> ScrubStatistics:
         return ScrubStatistics(**vars(self._stats))
 

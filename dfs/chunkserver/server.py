@@ -49,7 +49,7 @@ from dfs.rpc.client import RpcClientPool
 from dfs.rpc.dispatch import Dispatcher
 from dfs.rpc.params import Params
 from dfs.rpc.server import RpcServer
-from dfs.security.identity import Role
+from dfs.security.identity import Peer, Role
 from dfs.types import ChunkId, ChunkVersion
 
 logger = logging.getLogger(__name__)
@@ -249,6 +249,9 @@ class Chunkserver:
                 )
                 if cfg.scrub_rate <= 0:
                     logger.info("scrubbing is off ([chunkserver] scrub_rate = 0)")
+                dispatcher.register(
+                    "chunk.verify_all", self._verify_all, (Role.METASERVER, Role.ADMIN)
+                )
                 nursery.start_soon(self._check_and_scrub, self._scrubber, cfg.scrub_rate > 0)
                 task_status.started(format_address(host, bound))
         finally:
@@ -261,6 +264,20 @@ class Chunkserver:
                         await trio.to_thread.run_sync(store.mark_clean_shutdown)
                     except OSError as exc:
                         logger.warning("could not write the clean-shutdown marker: %s", exc)
+
+    async def _verify_all(self, peer: Peer, params: dict[str, Any]) -> Any:
+        """``dfs fsck --verify``: read every replica now at full speed, check every block's
+        checksum; corrupt replicas are reported (``cs.report_bad``) and listed."""
+        scrubber = self._scrubber
+        if scrubber is None:
+            raise Unavailable("this chunkserver is still starting", retry=True)
+        result = await scrubber.full_pass()
+        return {
+            "chunks": result.chunks,
+            "bytes": result.bytes,
+            "seconds": result.seconds,
+            "corrupt": [[cid, v] for cid, v in scrubber.corrupt()],
+        }
 
     async def _check_and_scrub(self, scrubber: Scrubber, scrub: bool) -> None:
         # Scrub only once registered: a report sent before the registration that lists our

@@ -537,7 +537,8 @@ class ChunkStore:
         """Check every block of the chunk; return the indexes of the bad ones (empty: healthy).
 
         Works in batches, taking the chunk lock per batch so writers are not held up for the
-        whole chunk.  Raises ChunkNotFound when the chunk does not exist.
+        whole chunk.  Raises ChunkNotFound when the chunk does not exist, ChunkCorrupt when
+        one of its files is missing (even if a cached descriptor still reads it).
         """
         _check_ids(chunk_id, 0)
         bad: list[int] = []
@@ -552,10 +553,15 @@ class ChunkStore:
                 if block >= nblocks:
                     return bad
                 last = min(block + _VERIFY_BATCH, nblocks) - 1
-                try:
-                    files = self._acquire(chunk_id)
-                except ChunkCorrupt:  # a file of the chunk is missing: nothing is good
-                    return list(range(nblocks))
+                # A file of the chunk missing raises ChunkCorrupt: nothing of it is good.
+                files = self._acquire(chunk_id)
+                if block == 0 and not os.path.exists(layout.data_path(self._root, chunk_id)):
+                    # Deleted behind our back while a cached descriptor kept it readable: the
+                    # replica is gone as soon as that descriptor closes.
+                    self._fds.release(files)
+                    raise ChunkCorrupt(
+                        f"chunk {chunk_id:016x}: data file missing", chunk_id=chunk_id, blocks=[]
+                    )
                 try:
                     bad.extend(self._bad_blocks(files, info, block, last)[1])
                 except ChunkCorrupt:  # the sidecar lost the batch's checksums

@@ -45,13 +45,18 @@ async def admin_call(
             finally:
                 await meta.close_session()
     except BaseExceptionGroup as group:
-        errors, rest = group.split(DfsError)
-        if errors is None or rest is not None:
-            raise
-        first: BaseException = errors
-        while isinstance(first, BaseExceptionGroup):
-            first = first.exceptions[0]
-        raise first from None
+        raise _one_error(group) from None
+
+
+def _one_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first ``DfsError`` of a group made of nothing else; else the group itself."""
+    errors, rest = group.split(DfsError)
+    if errors is None or rest is not None:
+        return group
+    first: BaseException = errors
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    return first
 
 
 async def member_status(cfg: Config, address: str, timeout: float) -> Any:  # noqa: ASYNC109
@@ -93,6 +98,8 @@ def cmd_status(args: argparse.Namespace, config_path: Path) -> int:
         warnings.append(f"{counts['under_goal']} chunks are below their replication goal")
     if counts.get("bad_replicas"):
         warnings.append(f"{counts['bad_replicas']} corrupt replicas (being replaced)")
+    if status.get("replication", {}).get("paused"):
+        warnings.append("replication is paused (dfs admin replication resume)")
     for w in warnings:
         print(f"WARNING: {w}")
     print("metaservers:")
@@ -108,6 +115,7 @@ def cmd_status(args: argparse.Namespace, config_path: Path) -> int:
             f"  used {_human(c.get('used', 0))} of {_human(c.get('capacity', 0))}"
             f"  chunks {c.get('chunks')}  load {c.get('load', 0)}"
             f"  heartbeat {c.get('last_heartbeat_age', 0):.1f}s ago"
+            f"{'' if c.get('mode', 'normal') == 'normal' else '  ' + _mode_line(c)}"
         )
     print("namespace: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     rep = status.get("replication")
@@ -218,23 +226,119 @@ def cmd_admin_meta(args: argparse.Namespace, config_path: Path) -> int:
 
 
 def cmd_fsck(args: argparse.Namespace, config_path: Path) -> int:
-    """``dfs fsck [PATH] [--json]``: exit 0 when clean, 1 when problems were found, 2 when the
-    check could not run."""
-    params: dict[str, Any] = {"orphan_age": args.orphan_age}
+    """``dfs fsck [PATH] [--verify] [--repair [--zero-fill]] [--json]``: exit 0 when clean,
+    1 when problems were found (or are left after a repair), 2 when the check could not run."""
+    params: dict[str, Any] = {"orphan_age": args.orphan_age, "verify": args.verify}
+    if args.zero_fill and not args.repair:
+        print("dfs fsck: --zero-fill only goes with --repair", file=sys.stderr)
+        return 2
     try:
         cfg = load_config(config_path)
         if args.path:
             params["ino"] = os.stat(args.path).st_ino
-        report = trio.run(admin_call, cfg, "admin.fsck", params, 120.0)
+        if args.repair:
+            params.update(repair=True, zero_fill=args.zero_fill)
+        timeout = 24 * 3600.0 if args.verify else 600.0
+        label = "verifying every replica" if args.verify else "checking"
+        report = _with_spinner(label, admin_call, cfg, "admin.fsck", params, timeout)
+        if args.repair:
+            final = _wait_repaired(cfg, report, args)
     except (DfsError, OSError) as exc:
         what = f"{args.path}: {exc.strerror}" if isinstance(exc, OSError) else str(exc)
         print(f"dfs fsck: could not check: {what}", file=sys.stderr)
         return 2
     if args.json:
-        print(json.dumps(report, indent=2))
+        print(json.dumps({**report, "after": final} if args.repair else report, indent=2))
     else:
         _print_fsck(report)
-    return 0 if report["clean"] else 1
+        if args.repair:
+            _print_repairs(report["repairs"])
+            print("after the repairs:")
+            _print_fsck(final)
+    return 0 if (final if args.repair else report)["clean"] else 1
+
+
+def _with_spinner(label: str, fn: Any, *args: Any) -> Any:
+    """``trio.run(fn, *args)`` with the time spent shown on a terminal."""
+    from dfs.cli.progress import Progress
+
+    bar = Progress(label, total=0)
+
+    async def main() -> Any:
+        async with trio.open_nursery() as nursery:
+
+            async def tick() -> None:
+                t0 = trio.current_time()
+                while True:
+                    bar.update(0, note=f"{trio.current_time() - t0:.0f} s")
+                    await trio.sleep(0.2)
+
+            nursery.start_soon(tick)
+            try:
+                return await fn(*args)
+            finally:
+                nursery.cancel_scope.cancel()
+
+    try:
+        return trio.run(main)
+    except BaseExceptionGroup as group:
+        raise _one_error(group) from None
+    finally:
+        bar.close()
+
+
+#: How long ``dfs fsck --repair`` waits for the repairs it started (copies, deletions).
+REPAIR_WAIT = 3600.0
+#: ... and how long it waits without any progress before it says what is left.
+REPAIR_STALL = 60.0
+
+
+def _open_problems(report: dict[str, Any]) -> int:
+    return len(report["namespace"]) + sum(int(v) for v in report["counts"].values())
+
+
+def _wait_repaired(cfg: Config, first: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """Poll the leader until the repairs are done (clean), or nothing moved for
+    ``REPAIR_STALL`` seconds (what is left cannot be repaired: lost chunks)."""
+    from dfs.cli.progress import Progress
+
+    params = {"orphan_age": args.orphan_age}
+    total = _open_problems(first)
+    bar = Progress("repairing", total=max(total, 1))
+    best, best_at = total, time.monotonic()
+    deadline = time.monotonic() + REPAIR_WAIT
+    try:
+        while True:
+            report: dict[str, Any] = trio.run(admin_call, cfg, "admin.fsck", params, 600.0)
+            left = _open_problems(report)
+            bar.update(max(0, total - left), note=f"{left} left")
+            now = time.monotonic()
+            if left < best:
+                best, best_at = left, now
+            if report["clean"] or now - best_at > REPAIR_STALL or now > deadline:
+                return report
+            lost_only = left == report["counts"]["missing"] and not report["namespace"]
+            if lost_only and now - best_at > 5:
+                return report  # only lost chunks are left: no copy can bring them back
+            time.sleep(1.0)
+    finally:
+        bar.close()
+
+
+def _print_repairs(repairs: dict[str, Any]) -> None:
+    print("repairs:")
+    for line in repairs.get("namespace", []):
+        print(f"  namespace: {line}")
+    print(f"  copies started for {repairs['copies_started']} chunks under their goal")
+    print(f"  {repairs['cleanups_started']} chunks to clear of stale, corrupt or surplus replicas")
+    print(f"  {repairs['orphans_deleted']} orphan replicas deleted")
+    if "zero_filled" in repairs:
+        print(f"  {repairs['zero_filled']} lost chunks replaced by zeros")
+    elif repairs.get("lost_left"):
+        print(
+            f"  {repairs['lost_left']} chunks have no replica left: their files are only "
+            "reported (--zero-fill replaces those chunks by zeros)"
+        )
 
 
 _FSCK_LABELS = {
@@ -248,6 +352,14 @@ _FSCK_LABELS = {
 
 
 def _print_fsck(report: dict[str, Any]) -> None:
+    for server, v in sorted(report.get("verified", {}).items()):
+        if "error" in v:
+            print(f"  verify {server}: could not verify: {v['error']}")
+        else:
+            print(
+                f"  verified {server}: {v['chunks']} chunks, {_human(v['bytes'])} in "
+                f"{v['seconds']:.1f} s, {v['corrupt']} corrupt"
+            )
     checked = report["checked"]
     cs = report["chunkservers"]
     print(
@@ -423,3 +535,65 @@ def _print_rebalance(report: dict[str, Any], as_json: bool) -> None:
             f"{sid:<12} {'-' if b is None else f'{b:.1f} %':>8} "
             f"{'-' if a is None else f'{a:.1f} %':>8}"
         )
+
+
+def cmd_info(args: argparse.Namespace, config_path: Path) -> int:
+    """``dfs info PATH``: inode, goal, and each chunk's replicas with versions and places."""
+    from dfs.cli.main import CliError
+
+    cfg = load_config(config_path)
+    try:
+        ino = os.lstat(args.path).st_ino
+    except OSError as exc:
+        raise CliError(f"{args.path}: {exc.strerror}") from None
+    info = trio.run(admin_call, cfg, "admin.info", {"ino": ino}, 30.0)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    attr = info["attr"]
+    print(f"{info['path']}: inode {info['ino']}, mode {attr['mode']:o}, size {attr['size']}")
+    print(f"  goal {info['goal']}, {len(info['chunks'])} chunks")
+    for c in info["chunks"]:
+        lease = ", being written" if c["under_lease"] else ""
+        print(
+            f"  chunk {c['index']}: id {c['chunk_id']:#x} version {c['version']:#x}, "
+            f"{_human(c['length'])}, {c['live']} live of goal {info['goal']}{lease}"
+        )
+        for r in c["replicas"]:
+            notes = [r["state"], "alive" if r["alive"] else "DOWN"]
+            if r.get("leaving"):
+                notes.append("decommissioning")
+            print(f"      {r['server']:<10} {r['address']:<22} {', '.join(notes)}")
+    return 0
+
+
+def cmd_df(args: argparse.Namespace, config_path: Path) -> int:
+    """``dfs df``: cluster space and what the files take."""
+    cfg = load_config(config_path)
+    df = trio.run(admin_call, cfg, "admin.df", {}, 30.0)
+    if args.json:
+        print(json.dumps(df, indent=2))
+        return 0
+    cap = df["capacity"]
+    pct = 100 * df["used"] / cap if cap else 0.0
+    print(f"{'capacity':>12} {'used':>12} {'free':>12} {'use%':>5}  chunkservers")
+    print(
+        f"{_human(cap):>12} {_human(df['used']):>12} {_human(df['free']):>12} {pct:>4.0f}%"
+        f"  {df['chunkservers_alive']}/{df['chunkservers_known']} alive"
+    )
+    print(
+        f"files {df['files']}, directories {df['directories']}, chunks {df['chunks']}; "
+        f"file data {_human(df['logical_bytes'])}, with replicas {_human(df['replica_bytes'])}"
+    )
+    return 0
+
+
+def cmd_replication(args: argparse.Namespace, config_path: Path) -> int:
+    """``dfs admin replication pause|resume|status``."""
+    cfg = load_config(config_path)
+    r = trio.run(admin_call, cfg, "admin.replication", {"action": args.action}, 30.0)
+    if args.json:
+        print(json.dumps(r))
+    else:
+        print("replication is " + ("PAUSED" if r["paused"] else "running"))
+    return 0

@@ -94,10 +94,20 @@ class LocalCluster:
         return cls(state=state, procs=[ProcSpec(**p) for p in data["procs"]])
 
 
+#: Ports handed out by ``_free_port`` in this process: a port just released may be handed
+#: out by the kernel again, and two daemons configured with one port cannot both start.
+_handed_out: set[int] = set()
+
+
 def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
+    raise LocalError("no free TCP port on 127.0.0.1")
 
 
 def parse_settings(items: list[str]) -> dict[str, dict[str, Any]]:

@@ -155,6 +155,24 @@ def cmd_rebalance(args: argparse.Namespace) -> int:
     return admin.cmd_rebalance(args, _config_path(args))
 
 
+def cmd_info(args: argparse.Namespace) -> int:
+    from dfs.cli import admin
+
+    return admin.cmd_info(args, _config_path(args))
+
+
+def cmd_df(args: argparse.Namespace) -> int:
+    from dfs.cli import admin
+
+    return admin.cmd_df(args, _config_path(args))
+
+
+def cmd_replication(args: argparse.Namespace) -> int:
+    from dfs.cli import admin
+
+    return admin.cmd_replication(args, _config_path(args))
+
+
 def cmd_locks(args: argparse.Namespace) -> int:
     from dfs.cli import admin
 
@@ -304,6 +322,13 @@ def build_parser() -> argparse.ArgumentParser:
     meta_remove = meta_sub.add_parser("remove", help="remove metaserver ID from the group")
     meta_remove.add_argument("id", metavar="ID")
     meta_list = meta_sub.add_parser("list", help="voting members and learners")
+    repl = adm_sub.add_parser(
+        "replication", help="pause or resume the replicator's copies and deletions"
+    )
+    repl.add_argument("action", choices=["pause", "resume", "status"])
+    repl.add_argument("--config", help="admin TOML config file (default $DFS_CONFIG)")
+    repl.add_argument("--json", action="store_true", help="machine-readable output")
+    repl.set_defaults(func=cmd_replication)
     for sp in (meta_add, meta_remove, meta_list):
         sp.add_argument("--config", help="admin TOML config file (default $DFS_CONFIG)")
         sp.add_argument("--json", action="store_true", help="machine-readable output")
@@ -343,7 +368,36 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="report orphan chunks seen for at least this long (default 3600)",
     )
+    fsck.add_argument(
+        "--verify",
+        action="store_true",
+        help="first have every chunkserver read all its replicas and check every checksum",
+    )
+    fsck.add_argument(
+        "--repair",
+        action="store_true",
+        help="re-replicate, drop stale and corrupt replicas, delete orphans, fix the "
+        "namespace; then wait for it and check again (whole file system only)",
+    )
+    fsck.add_argument(
+        "--zero-fill",
+        action="store_true",
+        help="with --repair: replace chunks that have no replica left by zeros (data loss "
+        "made explicit; without it such files are only reported)",
+    )
     fsck.set_defaults(func=cmd_fsck)
+
+    info = sub.add_parser(
+        "info", help="a file's inode, goal and every chunk's replicas (admin certificate)"
+    )
+    info.add_argument("path", help="a file or directory on a dfs mount")
+    info.add_argument("--config", help="admin TOML config file (default $DFS_CONFIG)")
+    info.add_argument("--json", action="store_true", help="machine-readable output")
+    info.set_defaults(func=cmd_info)
+    df = sub.add_parser("df", help="cluster space and what the files take (admin certificate)")
+    df.add_argument("--config", help="admin TOML config file (default $DFS_CONFIG)")
+    df.add_argument("--json", action="store_true", help="machine-readable output")
+    df.set_defaults(func=cmd_df)
 
     reb = sub.add_parser(
         "rebalance",

@@ -119,6 +119,9 @@ def plan(
         everywhere = registry.valid_servers(cid, now)
         live = [s for s in everywhere if s.id not in leaving]
         valid = registry.locations.get(cid, set()) - leaving
+        if cid in registry.urgent:
+            # Repair now: replicas on servers that are down do not count, grace or not.
+            valid = {s.id for s in live}
         if cid in busy:
             # Being written or copied: no copy, no trim (it stays a suspect), but stale and
             # corrupt copies can go as soon as the goal is met.
@@ -148,6 +151,7 @@ def plan(
             done.append(cid)
     for cid in done:
         registry.suspects.discard(cid)
+        registry.urgent.discard(cid)
     wanted.sort()
     for live_count, cid in wanted:
         if len(out.copies) >= max_copies:
@@ -272,6 +276,12 @@ class ChunkKeeper:
                 if cid in self.registry.leases:
                     self.registry.leases[cid] = now
                     self._released.add(cid)
+
+    @property
+    def paused(self) -> bool:
+        """``dfs admin replication pause`` (a replicated flag): no copies, trims or deletions
+        of replicas until resumed.  Leases still end and are checked."""
+        return bool(self.ns.flags.get("replication_paused"))
 
     def copying(self) -> int:
         return len(self._copying)
@@ -453,6 +463,10 @@ class ChunkKeeper:
             raise Unavailable("the chunk keeper is not running yet", retry=True)
         return self._nursery
 
+    def require_pool(self) -> RpcClientPool:
+        """The leader's connections to chunkservers (for admin calls such as a verify)."""
+        return self._require_pool()
+
     def _require_pool(self) -> RpcClientPool:
         if self._pool is None:
             raise Unavailable("the chunk keeper is not running yet", retry=True)
@@ -485,6 +499,8 @@ class ChunkKeeper:
         reg = self.registry
         reg.expire_gone(now)
         self._end_leases(nursery, now)
+        if self.paused:
+            return
         busy = self._copying | {c for c in reg.leases if self.lease_active(c, now)}
         free_slots = int(limiter.available_tokens)
         p = plan(reg, now, busy=busy, max_copies=free_slots)

@@ -40,7 +40,7 @@ PROBLEM_KINDS = (
 )
 
 
-def _names(ns: Namespace) -> dict[InodeId, tuple[InodeId, bytes]]:
+def names_of(ns: Namespace) -> dict[InodeId, tuple[InodeId, bytes]]:
     """One (parent, name) per linked inode (the first seen for a file with several links)."""
     names: dict[InodeId, tuple[InodeId, bytes]] = {}
     for ino, node in ns.inodes.items():
@@ -94,7 +94,7 @@ def fsck(
     orphan_cutoff: float = 3600.0,
 ) -> dict[str, Any]:
     """The report of the subtree at ``top`` (the whole file system by default)."""
-    names = _names(ns)
+    names = names_of(ns)
     found = _Problems()
     files = dirs = chunks = 0
     inodes = [top] if top not in ns.inodes or not ns.inodes[top].is_dir else None

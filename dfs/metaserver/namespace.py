@@ -39,6 +39,8 @@ Schema (the snapshot, msgpack map ``format == 2``)
   toward any goal and it gets no new ones: drained by copies elsewhere, then safe to remove)
   or ``maintenance`` (no new replicas, and while ``until_ns`` (wall clock) is ahead its
   absence does not start re-replication).  A chunkserver not listed is in normal service.
+* ``flags`` (format 5): ``[[name, value], ...]`` sorted, cluster-wide operator switches
+  (``set_flag``); ``replication_paused`` (1: the replicator makes no copies or deletions).
 
 Exactly-once: a command with a ``session`` key runs through ``SessionTable.run``, which
 applies it once and answers retries with the remembered outcome.
@@ -98,6 +100,8 @@ SNAPSHOT_FORMAT = 5
 _READABLE_FORMATS = (1, 2, 3, 4, 5)
 #: Chunkserver modes of ``set_cs_mode`` (see the schema).
 CS_MODES = ("normal", "decommission", "maintenance")
+#: Operator switches of ``set_flag``.
+FLAGS = ("replication_paused",)
 NAME_MAX = 255
 PATH_MAX = 4096
 #: Link count limit (ext4's value); also bounds a directory's subdirectory count.
@@ -175,6 +179,8 @@ class Namespace:
         self.members: dict[str, str] = {}
         #: Chunkserver id -> (mode, until_ns) for servers out of normal service (see the schema).
         self.cs_modes: dict[str, tuple[str, int]] = {}
+        #: Operator switches (see the schema); absent means 0.
+        self.flags: dict[str, int] = {}
         #: Regular file -> sessions holding it open, and the inverse (see the schema).
         self.holds: dict[InodeId, set[int]] = {}
         self.held_by: dict[int, set[InodeId]] = {}
@@ -207,6 +213,9 @@ class Namespace:
             "set_member": self._op_set_member,
             "drop_member": self._op_drop_member,
             "set_cs_mode": self._op_set_cs_mode,
+            "set_flag": self._op_set_flag,
+            "fsck_fix": self._op_fsck_fix,
+            "drop_lost_chunk": self._op_drop_lost_chunk,
         }
 
     # ------------------------------------------------------------------ apply
@@ -303,6 +312,7 @@ class Namespace:
             "locks": self.locks.encode(),
             "holds": [[i, sorted(self.holds[i])] for i in sorted(self.holds)],
             "cs_modes": [[i, *self.cs_modes[i]] for i in sorted(self.cs_modes)],
+            "flags": [[k, self.flags[k]] for k in sorted(self.flags)],
         }
         return msgpack.packb(data, use_bin_type=True)
 
@@ -331,6 +341,7 @@ class Namespace:
             cs_modes = {str(i): (str(m), int(u)) for i, m, u in data.get("cs_modes", [])}
             if any(m not in CS_MODES[1:] for m, _u in cs_modes.values()):
                 raise SnapshotCorrupt(f"unknown chunkserver mode in {cs_modes!r}")
+            flags = {str(k): int(v) for k, v in data.get("flags", [])}
         except SnapshotCorrupt:
             raise
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
@@ -351,6 +362,7 @@ class Namespace:
         self.sessions.sessions, self.sessions.next_id = sessions.sessions, sessions.next_id
         self.members = members
         self.cs_modes = cs_modes
+        self.flags = flags
         self.locks = locks
         self.holds, self.held_by = fresh.holds, fresh.held_by
 
@@ -524,6 +536,42 @@ class Namespace:
 
     def _op_drop_member(self, c: dict[str, Any]) -> None:
         self.members.pop(str(c["id"]), None)
+
+    def _op_fsck_fix(self, c: dict[str, Any]) -> list[str]:
+        """``dfs fsck --repair``: restore the invariants (``dfs.metaserver.nsrepair``)."""
+        from dfs.metaserver.nsrepair import repair
+
+        if not self.initialised:
+            raise InvalidArgument("namespace not initialised")
+        return repair(self, int(c["now_ns"]))
+
+    def _op_drop_lost_chunk(self, c: dict[str, Any]) -> dict[str, Any]:
+        """``{ino, index, chunk_id}``: ``dfs fsck --repair --zero-fill``: a chunk with no
+        valid replica left leaves its file, whose bytes there read as zeros from now on.
+        A no-op unless the file still maps ``index`` to ``chunk_id``."""
+        node = self.inodes.get(InodeId(int(c["ino"])))
+        index, cid = int(c["index"]), ChunkId(int(c["chunk_id"]))
+        if node is None or not node.chunks or node.chunks.get(index) != cid:
+            return {"dropped": False}
+        del node.chunks[index]
+        if not node.chunks:
+            node.chunks = None
+        del self.chunks[cid]
+        self._freed.append(cid)
+        node.ctime_ns = c["now_ns"]
+        return {"dropped": True}
+
+    def _op_set_flag(self, c: dict[str, Any]) -> dict[str, Any]:
+        """``{name, value}``: set an operator switch (0 removes it)."""
+        name, value = str(c["name"]), int(c["value"])
+        if name not in FLAGS:
+            raise InvalidArgument(f"unknown flag {name!r}")
+        before = self.flags.get(name, 0)
+        if value:
+            self.flags[name] = value
+        else:
+            self.flags.pop(name, None)
+        return {"previous": before}
 
     def _op_set_cs_mode(self, c: dict[str, Any]) -> dict[str, Any]:
         """``{id, mode, until_ns}``: take chunkserver ``id`` out of normal service or put it

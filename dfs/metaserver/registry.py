@@ -115,6 +115,9 @@ class Registry:
         self.orphans: dict[str, dict[ChunkId, float]] = {}
         #: Chunks whose replica set may need work (copy, trim, clean up, undo a bump).
         self.suspects: set[ChunkId] = set()
+        #: Chunks to copy now even if a replica's server may come back within the grace
+        #: period (``dfs fsck --repair``): for these, only live replicas count.
+        self.urgent: set[ChunkId] = set()
         #: Where the planner's bounded window over ``suspects`` starts next time.
         self.scan_pos = 0
         #: Write leases: chunk -> time (trio clock) the lease ends unless renewed.  Set on
@@ -436,6 +439,7 @@ class Registry:
                 self._queue_delete(sid, cid)
             self.leases.pop(cid, None)
             self.suspects.discard(cid)
+            self.urgent.discard(cid)
 
     # ------------------------------------------------------------------ queries
     def missing_known(self, now: float) -> set[str]:
@@ -468,6 +472,18 @@ class Registry:
     def live_servers(self, chunk_id: int, now: float) -> list[dict[str, str]]:
         """Live, valid replica locations of a chunk as protocol ``server`` maps."""
         return [s.server() for s in self.valid_servers(chunk_id, now)]
+
+    def delete_orphans(self, min_age: float, now: float) -> int:
+        """Queue the deletion of every orphan replica seen for at least ``min_age`` seconds
+        (``dfs fsck --repair``); returns how many."""
+        n = 0
+        for server_id, seen in self.orphans.items():
+            for cid in [c for c, since in seen.items() if now - since >= min_age]:
+                if self.namespace.chunk_info(cid) is None:
+                    self._queue_delete(server_id, cid)
+                    n += 1
+                del seen[cid]
+        return n
 
     def held(self, server_id: str) -> set[ChunkId]:
         """Chunks ``server_id`` holds a valid replica of (a copy: safe to iterate)."""

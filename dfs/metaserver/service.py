@@ -32,17 +32,17 @@ from dfs.errors import (
 from dfs.metaserver.balance import Balancer, check_threshold
 from dfs.metaserver.chunks import ChunkKeeper
 from dfs.metaserver.feed import ChangeFeed, events_of
-from dfs.metaserver.fsck import fsck
+from dfs.metaserver.fsck import fsck, names_of, path_of
 from dfs.metaserver.lockservice import LockService
 from dfs.metaserver.namespace import CS_MODES, MAX_GOAL, MIN_GOAL
 from dfs.metaserver.raftnode import RaftNode
-from dfs.metaserver.registry import Registry
+from dfs.metaserver.registry import ChunkserverInfo, Registry
 from dfs.raft import ConfChange, ConfChangeOp
 from dfs.rpc.client import RpcClientPool
 from dfs.rpc.dispatch import Dispatcher, Handler
 from dfs.rpc.params import Params
 from dfs.security.identity import Peer, Role, TlsFiles
-from dfs.types import ROOT_INODE, ChunkId, InodeId, NodeId
+from dfs.types import CHUNK_SIZE, ROOT_INODE, ChunkId, InodeId, NodeId
 
 logger = logging.getLogger(__name__)
 
@@ -162,6 +162,9 @@ class MetaService:
             ("admin.sessions", self.admin_sessions, ADMIN),
             ("admin.fsck", self.admin_fsck, ADMIN),
             ("admin.cs_mode", self.admin_cs_mode, ADMIN),
+            ("admin.replication", self.admin_replication, ADMIN),
+            ("admin.info", self.admin_info, ADMIN),
+            ("admin.df", self.admin_df, ADMIN),
             ("admin.rebalance", self.admin_rebalance, ADMIN),
             ("admin.rebalance_status", self.admin_rebalance_status, ADMIN),
             ("admin.rebalance_stop", self.admin_rebalance_stop, ADMIN),
@@ -893,18 +896,200 @@ class MetaService:
 
     async def admin_fsck(self, peer: Peer, params: dict[str, Any]) -> Any:
         """``dfs fsck``: the leader's report (``dfs.metaserver.fsck``) of the subtree at ``ino``
-        (default: everything); orphan chunks seen for at least ``orphan_age`` seconds."""
+        (default: everything); orphan chunks seen for at least ``orphan_age`` seconds.
+
+        ``verify``: every live chunkserver first reads all its replicas and checks every
+        block's checksum (corrupt ones are reported, then replaced by the replicator).
+        ``repair`` (whole file system only): start the repairs (see ``_fsck_repair``) and
+        list them in ``repairs``; the report is the state before them.  ``zero_fill`` also
+        replaces chunks with no replica left by zeros."""
         self._require_leader()
         await self._read()
         await self._wait_registry_warm()
         p = Params(params)
         top = p.opt_int("ino", int(ROOT_INODE), min=1, max=_U64) or int(ROOT_INODE)
         age = p.opt_int("orphan_age", 3600, min=0, max=_U32) or 0
+        repair = p.opt_bool("repair", False)
         if top not in self.ns.inodes:
             raise NotFound(f"inode {top} does not exist")
-        return fsck(
+        if repair and top != ROOT_INODE:
+            raise BadRequest("--repair works on the whole file system only (no PATH)")
+        if repair and self.keeper.paused:
+            raise BadRequest(
+                "replication is paused: resume it first (dfs admin replication resume)"
+            )
+        verified = await self._verify_replicas() if p.opt_bool("verify", False) else None
+        report = fsck(
             self.ns, self.registry, trio.current_time(), top=InodeId(top), orphan_cutoff=age
         )
+        if verified is not None:
+            report["verified"] = verified
+        if repair:
+            report["repairs"] = await self._fsck_repair(
+                report, orphan_age=age, zero_fill=p.opt_bool("zero_fill", False)
+            )
+        return report
+
+    async def _verify_replicas(self) -> dict[str, Any]:
+        """``chunk.verify_all`` on every live chunkserver at once; the corrupt replicas they
+        find are marked bad here (the chunkserver's own report may still be on its way)."""
+        now = trio.current_time()
+        servers = [s for s in self.registry.servers.values() if self.registry.is_alive(s.id, now)]
+        results: dict[str, Any] = {}
+        pool = self.keeper.require_pool()
+
+        async def one(server: ChunkserverInfo) -> None:
+            try:
+                r = await pool.call(server.address, "chunk.verify_all", {}, timeout=24 * 3600.0)
+            except DfsError as exc:
+                results[server.id] = {"error": str(exc)}
+                return
+            for cid, version in r["corrupt"]:
+                self.registry.report_bad(
+                    server_id=server.id, chunk_id=cid, version=version, reason="fsck --verify"
+                )
+            results[server.id] = {
+                "chunks": r["chunks"],
+                "bytes": r["bytes"],
+                "seconds": r["seconds"],
+                "corrupt": len(r["corrupt"]),
+            }
+
+        async with trio.open_nursery() as nursery:
+            for server in servers:
+                nursery.start_soon(one, server)
+        return results
+
+    async def _fsck_repair(
+        self, report: dict[str, Any], *, orphan_age: int, zero_fill: bool
+    ) -> dict[str, Any]:
+        """Start what ``dfs fsck --repair`` fixes: copies of chunks under their goal (now,
+        without waiting for the grace period), deletion of stale, corrupt and surplus
+        replicas (by the replicator, once each chunk is at its goal) and of orphans older
+        than ``orphan_age``, the namespace's invariants (``fsck_fix``).  A chunk with no
+        replica left is only reported, unless ``zero_fill``."""
+        reg = self.registry
+        now = trio.current_time()
+        out: dict[str, Any] = {}
+        if report["namespace"]:
+            out["namespace"] = await self._propose("fsck_fix")
+        short: list[ChunkId] = []
+        lost: list[tuple[InodeId, int, ChunkId]] = []
+        tidy: list[ChunkId] = []
+        for cid, (ino, index, _v) in self.ns.chunks.items():
+            goal = self.ns.inodes[ino].goal
+            live = reg.valid_servers(cid, now)
+            if not live:
+                lost.append((ino, index, cid))
+            elif len(live) < goal:
+                short.append(cid)
+            elif len(live) > goal or cid in reg.stale or cid in reg.bad:
+                tidy.append(cid)
+        reg.urgent.update(short)
+        reg.suspects.update(short)
+        reg.suspects.update(tidy)
+        out["copies_started"] = len(short)
+        out["cleanups_started"] = len(tidy)
+        out["orphans_deleted"] = reg.delete_orphans(orphan_age, now)
+        if zero_fill:
+            dropped = 0
+            for ino, index, cid in sorted(lost):
+                r = await self._propose("drop_lost_chunk", ino=ino, index=index, chunk_id=cid)
+                dropped += bool(r["dropped"])
+            out["zero_filled"] = dropped
+        else:
+            out["lost_left"] = len(lost)
+        return out
+
+    async def admin_replication(self, peer: Peer, params: dict[str, Any]) -> Any:
+        """``dfs admin replication pause|resume|status``: stop or restart the replicator's
+        copies and deletions (e.g. while a rack is being worked on); a replicated flag, so
+        it outlives a change of leader."""
+        p = Params(params)
+        action = p.str("action", max_len=16)
+        if action not in ("pause", "resume", "status"):
+            raise BadRequest(f"unknown replication action {action!r}")
+        self._require_leader()
+        if action != "status":
+            value = int(action == "pause")
+            await self._propose_in(peer, p, "set_flag", name="replication_paused", value=value)
+            logger.warning("replication %s by an admin", "paused" if value else "resumed")
+        return {"paused": self.keeper.paused}
+
+    async def admin_info(self, peer: Peer, params: dict[str, Any]) -> Any:
+        """``dfs info PATH``: an inode's attributes, path, goal and every chunk's replicas
+        (valid, stale, corrupt; alive or not) with versions and addresses."""
+        self._require_leader()
+        await self._read()
+        p = Params(params)
+        ino = InodeId(p.int("ino", min=1, max=_U64))
+        node = self.ns.inodes.get(ino)
+        if node is None:
+            raise NotFound(f"inode {ino} does not exist")
+        now = trio.current_time()
+        reg = self.registry
+        leaving = reg.leaving()
+        chunks = []
+        for index, cid in sorted((node.chunks or {}).items()):
+            _i, _x, version = self.ns.chunks[cid]
+            replicas: list[dict[str, Any]] = []
+            for sid in sorted(reg.locations.get(cid, ())):
+                replicas.append({"server": sid, "state": "valid", "version": version})
+            for sid, v in sorted(reg.stale.get(cid, {}).items()):
+                replicas.append({"server": sid, "state": "stale", "version": v})
+            for sid, v in sorted(reg.ahead.get(cid, {}).items()):
+                replicas.append({"server": sid, "state": "ahead", "version": v})
+            for sid in sorted(reg.bad.get(cid, ())):
+                replicas.append({"server": sid, "state": "corrupt", "version": version})
+            for r in replicas:
+                sid = str(r["server"])
+                info = reg.servers.get(sid)
+                r["address"] = info.address if info else "?"
+                r["alive"] = reg.is_alive(sid, now)
+                if sid in leaving:
+                    r["leaving"] = True
+            live = sum(1 for r in replicas if r["state"] == "valid" and r["alive"])
+            chunks.append(
+                {
+                    "index": index,
+                    "chunk_id": cid,
+                    "version": version,
+                    "length": max(0, min(CHUNK_SIZE, node.size - index * CHUNK_SIZE)),
+                    "live": live,
+                    "under_lease": self.keeper.lease_active(cid, now),
+                    "replicas": replicas,
+                }
+            )
+        names = names_of(self.ns)
+        return {
+            "ino": ino,
+            "path": path_of(self.ns, names, ino),
+            "attr": node.attr(),
+            "goal": node.goal,
+            "chunks": chunks,
+        }
+
+    async def admin_df(self, peer: Peer, params: dict[str, Any]) -> Any:
+        """``dfs df``: space over the chunkservers and what the files take."""
+        self._require_leader()
+        now = trio.current_time()
+        capacity, free, live = self.registry.totals(now)
+        logical = sum(n.size for n in self.ns.inodes.values() if n.is_reg)
+        held = sum(
+            max(0, min(CHUNK_SIZE, self.ns.inodes[i].size - x * CHUNK_SIZE))
+            * len(self.registry.locations.get(c, ()))
+            for c, (i, x, _v) in self.ns.chunks.items()
+        )
+        return {
+            "capacity": capacity,
+            "free": free,
+            "used": capacity - free,
+            "chunkservers_alive": live,
+            "chunkservers_known": len(self.registry.servers),
+            "logical_bytes": logical,
+            "replica_bytes": held,
+            **self.ns.counts(),
+        }
 
     async def admin_cs_mode(self, peer: Peer, params: dict[str, Any]) -> Any:
         """``dfs chunkserver decommission|maintenance|recommission ID``: set chunkserver
@@ -1017,5 +1202,6 @@ class MetaService:
                 "suspects": len(self.registry.suspects),
                 "copying": self.keeper.copying(),
                 "write_leases": len(self.registry.leases),
+                "paused": self.keeper.paused,
             },
         }

@@ -207,7 +207,20 @@ async def test_missing_data_file_is_reported(tmp_path: Path, store: ChunkStore) 
     scrubber = Scrubber(store, reports, rate=FAST, interval=1)
     with trio.fail_after(5):
         await scrubber.scrub_pass()
-    assert reports.calls == [(5, V, "scrub: checksum mismatch in block(s) 0-2")]
+    assert reports.calls == [(5, V, "scrub: an I/O error")]
+
+
+async def test_data_file_deleted_under_a_cached_descriptor_is_reported(
+    tmp_path: Path, store: ChunkStore
+) -> None:
+    store.write(5, V, 0, pattern(3 * BLOCK_SIZE))
+    assert store.read(5, V, 0, 10)  # its descriptor is cached now
+    layout.data_path(tmp_path / "chunks", 5).unlink()
+    reports = Reports()
+    scrubber = Scrubber(store, reports, rate=FAST, interval=1)
+    with trio.fail_after(5):
+        await scrubber.scrub_pass()
+    assert reports.calls == [(5, V, "scrub: an I/O error")]
 
 
 def test_scrub_rate_zero_is_refused_by_the_scrubber(store: ChunkStore) -> None:

@@ -105,7 +105,9 @@ def test_rebalance_decommission_and_maintenance_with_readers(tmp_path: Path) -> 
                 30,
                 "cs3 and cs4 to register",
             )
-            dry = json.loads(run_dfs("rebalance", *admin, "--threshold", "5", "--dry-run", "--json").stdout)
+            dry = json.loads(
+                run_dfs("rebalance", *admin, "--threshold", "5", "--dry-run", "--json").stdout
+            )
             assert dry["moves"] > 0 and dry["before"]["cs3"] == 0.0
 
             reader = Reader(files)
@@ -133,7 +135,7 @@ def test_rebalance_decommission_and_maintenance_with_readers(tmp_path: Path) -> 
             def reported_balanced() -> bool:
                 s = _servers(c)
                 pct = {i: 100 * v["used"] / v["capacity"] for i, v in s.items()}
-                return max(pct.values()) - min(pct.values()) <= 2 * 5 + 1
+                return bool(max(pct.values()) - min(pct.values()) <= 2 * 5 + 1)
 
             wait_for(reported_balanced, 30, "chunkservers to report balanced use")
             assert run_dfs("fsck", *admin, check=False).returncode == 0
