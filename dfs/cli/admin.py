@@ -417,7 +417,7 @@ def cmd_chunkserver_mode(args: argparse.Namespace, config_path: Path) -> int:
         else:
             _print_chunkservers(servers)
         return 0
-    mode = {"decommission": "decommission", "maintenance": "maintenance"}.get(
+    mode = {"decommission": "decommission", "maintenance": "maintenance", "remove": "removed"}.get(
         args.cs_command, "normal"
     )
     params: dict[str, Any] = {"id": args.id, "mode": mode}
@@ -433,7 +433,11 @@ def cmd_chunkserver_mode(args: argparse.Namespace, config_path: Path) -> int:
         "decommission": "is being decommissioned: its chunks are copied elsewhere",
         "maintenance": f"is in maintenance for up to {getattr(args, 'seconds', 0)} s",
         "normal": "is back in normal service",
+        "removed": "is removed from the cluster",
     }[mode]
+    if mode == "removed":
+        print(f"chunkserver {args.id} {what}")
+        return 0
     print(f"chunkserver {args.id} {what}")
     _print_chunkservers([line])
     return 0
@@ -498,7 +502,9 @@ def cmd_rebalance(args: argparse.Namespace, config_path: Path) -> int:
                 min(report["bytes"], bar.total),
                 note=f"{report['moves']} moves, {rate:.1f} MiB/s",
             )
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, BaseExceptionGroup) as exc:
+        if isinstance(exc, BaseExceptionGroup) and exc.split(KeyboardInterrupt)[0] is None:
+            raise
         bar.close()
         print("stopping the rebalance...", file=sys.stderr)
         report = trio.run(admin_call, cfg, "admin.rebalance_stop", {}, 30.0)

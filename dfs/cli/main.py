@@ -190,6 +190,7 @@ def _chunkserver_admin_parsers(d: argparse.ArgumentParser) -> None:
         "maintenance": "planned downtime of chunkserver ID: no new chunks, and its absence "
         "starts no re-replication for --for seconds",
         "recommission": "put chunkserver ID back into normal service",
+        "remove": "forget stopped chunkserver ID (drained first): new leaders stop waiting for it",
         "list": "chunkservers with their state, mode and use",
     }
     for verb, text in texts.items():

@@ -39,6 +39,10 @@ Schema (the snapshot, msgpack map ``format == 2``)
   toward any goal and it gets no new ones: drained by copies elsewhere, then safe to remove)
   or ``maintenance`` (no new replicas, and while ``until_ns`` (wall clock) is ahead its
   absence does not start re-replication).  A chunkserver not listed is in normal service.
+* ``chunkservers`` (format 5): sorted ids of the chunkservers that ever registered with a
+  leader (a ``noop`` naming it in ``registered``), until removed (``set_cs_mode`` ``removed``):
+  a new leader, even one that just restarted, waits for them to register before it trusts its
+  replica locations.
 * ``flags`` (format 5): ``[[name, value], ...]`` sorted, cluster-wide operator switches
   (``set_flag``); ``replication_paused`` (1: the replicator makes no copies or deletions).
 
@@ -99,7 +103,7 @@ SNAPSHOT_FORMAT = 5
 #: 4: before chunkserver modes).
 _READABLE_FORMATS = (1, 2, 3, 4, 5)
 #: Chunkserver modes of ``set_cs_mode`` (see the schema).
-CS_MODES = ("normal", "decommission", "maintenance")
+CS_MODES = ("normal", "decommission", "maintenance", "removed")
 #: Operator switches of ``set_flag``.
 FLAGS = ("replication_paused",)
 NAME_MAX = 255
@@ -179,6 +183,8 @@ class Namespace:
         self.members: dict[str, str] = {}
         #: Chunkserver id -> (mode, until_ns) for servers out of normal service (see the schema).
         self.cs_modes: dict[str, tuple[str, int]] = {}
+        #: Chunkservers that registered with a leader (see the schema).
+        self.chunkservers: set[str] = set()
         #: Operator switches (see the schema); absent means 0.
         self.flags: dict[str, int] = {}
         #: Regular file -> sessions holding it open, and the inverse (see the schema).
@@ -186,7 +192,7 @@ class Namespace:
         self.held_by: dict[int, set[InodeId]] = {}
         self._ops: dict[str, Callable[[dict[str, Any]], Any]] = {
             "init": self._op_init,
-            "noop": lambda _c: None,
+            "noop": self._op_noop,
             "mknod": self._op_mknod,
             "mkdir": self._op_mkdir,
             "symlink": self._op_symlink,
@@ -313,6 +319,7 @@ class Namespace:
             "holds": [[i, sorted(self.holds[i])] for i in sorted(self.holds)],
             "cs_modes": [[i, *self.cs_modes[i]] for i in sorted(self.cs_modes)],
             "flags": [[k, self.flags[k]] for k in sorted(self.flags)],
+            "chunkservers": sorted(self.chunkservers),
         }
         return msgpack.packb(data, use_bin_type=True)
 
@@ -339,9 +346,10 @@ class Namespace:
             locks = LockTable.decode(data.get("locks", []))
             holds = {InodeId(int(i)): {int(x) for x in sids} for i, sids in data.get("holds", [])}
             cs_modes = {str(i): (str(m), int(u)) for i, m, u in data.get("cs_modes", [])}
-            if any(m not in CS_MODES[1:] for m, _u in cs_modes.values()):
+            if any(m not in ("decommission", "maintenance") for m, _u in cs_modes.values()):
                 raise SnapshotCorrupt(f"unknown chunkserver mode in {cs_modes!r}")
             flags = {str(k): int(v) for k, v in data.get("flags", [])}
+            known_cs = {str(x) for x in data.get("chunkservers", [])}
         except SnapshotCorrupt:
             raise
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
@@ -363,6 +371,7 @@ class Namespace:
         self.members = members
         self.cs_modes = cs_modes
         self.flags = flags
+        self.chunkservers = known_cs
         self.locks = locks
         self.holds, self.held_by = fresh.holds, fresh.held_by
 
@@ -561,6 +570,12 @@ class Namespace:
         node.ctime_ns = c["now_ns"]
         return {"dropped": True}
 
+    def _op_noop(self, c: dict[str, Any]) -> None:
+        """Nothing, or (``registered``) a chunkserver registered with the leader."""
+        server = c.get("registered")
+        if isinstance(server, str) and server:
+            self.chunkservers.add(server)
+
     def _op_set_flag(self, c: dict[str, Any]) -> dict[str, Any]:
         """``{name, value}``: set an operator switch (0 removes it)."""
         name, value = str(c["name"]), int(c["value"])
@@ -581,7 +596,11 @@ class Namespace:
         if not server or mode not in CS_MODES:
             raise InvalidArgument(f"bad chunkserver mode {mode!r} for {server!r}")
         before = self.cs_modes.get(server, ("normal", 0))[0]
-        if mode == "normal":
+        if mode == "removed":
+            # Out of the cluster: no longer waited for after an election.
+            self.cs_modes.pop(server, None)
+            self.chunkservers.discard(server)
+        elif mode == "normal":
             self.cs_modes.pop(server, None)
         else:
             self.cs_modes[server] = (mode, int(c.get("until_ns", 0)))

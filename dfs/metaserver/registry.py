@@ -149,6 +149,17 @@ class Registry:
         for table in (self.stale, self.ahead):
             self.suspects.update(c for c, where in table.items() if server_id in where)
 
+    def forget_server(self, server_id: str) -> None:
+        """An operator removed ``server_id`` from the cluster: forget it and its replicas
+        (its chunks become suspects, copied elsewhere if they need it)."""
+        self._forget_server_replicas(server_id)
+        self.servers.pop(server_id, None)
+        self.expected.discard(server_id)
+        self._delete.pop(server_id, None)
+        self._handed.pop(server_id, None)
+        for holders in self.bad.values():
+            holders.discard(server_id)
+
     def remaining(self, server_id: str, now: float) -> int:
         """Chunks on ``server_id`` that are not at their goal without it (0: drained)."""
         leaving = self.leaving() | {server_id}
@@ -445,7 +456,7 @@ class Registry:
     def missing_known(self, now: float) -> set[str]:
         """Chunkservers known to hold chunks (from registrations or, on a member that was a
         follower, from applied allocations) that are not alive here now."""
-        known = set(self._held) | set(self.servers) | self.expected
+        known = set(self._held) | set(self.servers) | self.expected | self.namespace.chunkservers
         return {
             sid
             for sid in known

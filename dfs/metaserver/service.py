@@ -260,7 +260,10 @@ class MetaService:
             self.registry.add_replicas(cid, command.get("servers", ()))
             self.registry.leases[cid] = trio.current_time() + self.keeper.lease
         elif op == "set_cs_mode":
-            self.registry.mode_changed(str(command["id"]))
+            if command["mode"] == "removed":
+                self.registry.forget_server(str(command["id"]))
+            else:
+                self.registry.mode_changed(str(command["id"]))
         elif op == "setgoal":
             node = self.ns.inodes.get(command["ino"])
             if node is not None and node.chunks:
@@ -1103,8 +1106,19 @@ class MetaService:
             raise BadRequest(f"unknown chunkserver mode {mode!r}")
         self._require_leader()
         await self._wait_registry_warm()
-        if server not in self.registry.servers and server not in self.ns.cs_modes:
+        known = self.registry.servers.keys() | self.ns.cs_modes.keys() | self.ns.chunkservers
+        if server not in known:
             raise NotFound(f"no chunkserver {server!r} is known to this cluster")
+        if mode == "removed":
+            now = trio.current_time()
+            if self.registry.is_alive(server, now):
+                raise BadRequest(f"chunkserver {server} is running: stop it before removing it")
+            left = self.registry.remaining(server, now)
+            if left:
+                raise BadRequest(
+                    f"chunkserver {server} still holds {left} chunk(s) not at their goal "
+                    "elsewhere: decommission it and wait until it is drained"
+                )
         until = time.time_ns() + seconds * 1_000_000_000 if mode == "maintenance" and seconds else 0
         if mode == "decommission" and self.ns.cs_modes.get(server, ("", 0))[0] != "decommission":
             # Draining must leave every chunk at its goal: that needs room elsewhere.

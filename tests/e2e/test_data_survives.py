@@ -173,14 +173,20 @@ def test_corrupt_replica_is_repaired(cluster: Cluster) -> None:
     ]
     assert len(replicas) == 2, replicas
     victim = replicas[0]
+    copies_before = cluster.admin_status()["replication"]["copies"]
     with open(victim, "r+b") as f:
         f.seek(2 * MiB + 77)
         b = f.read(1)
         f.seek(2 * MiB + 77)
         f.write(bytes([b[0] ^ 0x5A]))
-    for _ in range(4):
+    # Reads pick a replica at random: keep reading (bounded) until one has gone to the
+    # damaged replica first and it was reported (4 fixed reads all missed it 1 time in 16).
+    for _ in range(64):
         drop_caches()
         assert path.read_bytes() == data
+        status = cluster.admin_status()
+        if status["counts"]["bad_replicas"] or status["replication"]["copies"] > copies_before:
+            break
 
     def repaired() -> bool:
         copies = [

@@ -10,6 +10,7 @@ import pytest
 from dfs.errors import InvalidArgument
 from dfs.metaserver.chunks import plan
 from dfs.metaserver.namespace import Namespace
+from dfs.metaserver.registry import Registry
 from tests.metaserver.test_replication_plan import chunk, cluster, heartbeat_all
 
 pytestmark = pytest.mark.unit
@@ -79,3 +80,19 @@ def test_maintenance_holds_off_re_replication_until_it_ends() -> None:
     assert reg.mode("s2") == "normal"
     assert reg.expire_gone(100.0) == ["s2"]
     assert [j.chunk_id for j in plan(reg, 100.0, busy=set(), max_copies=4).copies] == [cid]
+
+
+def test_registered_chunkservers_are_replicated_so_a_restarted_leader_waits_for_them() -> None:
+    # A leader that restarted rebuilds its namespace from the log or a snapshot but its
+    # registry is empty: the chunkservers named by earlier registrations are still awaited.
+    d, _reg = cluster(0)
+    d.do("noop", registered="cs1")
+    d.do("noop", registered="cs2")
+    again = Namespace()
+    again.restore(d.ns.snapshot_state())
+    assert again.chunkservers == {"cs1", "cs2"}
+    fresh = Registry(again, timeout=10.0)
+    assert fresh.missing_known(0.0) == {"cs1", "cs2"}
+    # Removed by an operator: no longer awaited.
+    again.apply({"op": "set_cs_mode", "now_ns": 1, "id": "cs2", "mode": "removed"})
+    assert fresh.missing_known(0.0) == {"cs1"}
