@@ -19,8 +19,14 @@ One file per process.  Example (``metaserver.toml``)::
     key = "/etc/dfs/m1.key"
 
 A chunkserver file has a ``[chunkserver]`` table, a client or admin file a ``[client]`` table
-(which may be empty); every file has ``[cluster]`` and ``[tls]``.  Relative paths are resolved
-against the directory of the config file.
+(which may be empty); every file has ``[cluster]`` and ``[tls]``.  Any daemon (metaserver,
+chunkserver, mount) may have an ``[http]`` table for its metrics (and, on a metaserver, the
+dashboard)::
+
+    [http]
+    listen = "127.0.0.1:9480"   # loopback: plain HTTP; any other address: HTTPS + client cert
+
+Relative paths are resolved against the directory of the config file.
 """
 
 from __future__ import annotations
@@ -221,6 +227,21 @@ class ClientConfig:
 
 
 @dataclass(frozen=True)
+class HttpConfig:
+    """The optional HTTP listener of a daemon (``dfs.observability``): ``/metrics`` on every
+    daemon, the dashboard on metaservers.  Off when ``listen`` is empty.  On a loopback
+    address it speaks plain HTTP; on any other it speaks HTTPS with the daemon's certificate
+    and requires a client certificate of the cluster CA (nothing listens in plaintext except
+    on loopback)."""
+
+    listen: str = ""
+
+    def validate(self) -> None:
+        if self.listen:
+            parse_address(self.listen)
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything one process reads from its config file."""
 
@@ -230,10 +251,11 @@ class Config:
     metaserver: MetaserverConfig | None = None
     chunkserver: ChunkserverConfig | None = None
     client: ClientConfig = field(default_factory=ClientConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
 
     def validate(self) -> None:
         self.cluster.validate()
-        for part in (self.metaserver, self.chunkserver, self.client):
+        for part in (self.metaserver, self.chunkserver, self.client, self.http):
             if part is not None:
                 part.validate()
         for p in (self.tls.ca_cert, self.tls.cert, self.tls.key):
@@ -299,6 +321,7 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     meta = _table(raw, "metaserver")
     chunk = _table(raw, "chunkserver")
     client = _table(raw, "client")
+    http = _table(raw, "http")
     cfg = Config(
         path=p,
         cluster=ClusterConfig(metaservers=tuple(addrs)),
@@ -310,6 +333,7 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         client=_build(ClientConfig, client, "client", base)
         if client is not None
         else ClientConfig(),
+        http=_build(HttpConfig, http, "http", base) if http is not None else HttpConfig(),
     )
     cfg.validate()
     return cfg

@@ -253,6 +253,8 @@ class Chunkserver:
                     "chunk.verify_all", self._verify_all, (Role.METASERVER, Role.ADMIN)
                 )
                 nursery.start_soon(self._check_and_scrub, self._scrubber, cfg.scrub_rate > 0)
+                if self._config.http.listen:
+                    await nursery.start(self._run_http, dispatcher, rpc)
                 task_status.started(format_address(host, bound))
         finally:
             store.close()
@@ -264,6 +266,26 @@ class Chunkserver:
                         await trio.to_thread.run_sync(store.mark_clean_shutdown)
                     except OSError as exc:
                         logger.warning("could not write the clean-shutdown marker: %s", exc)
+
+    async def _run_http(
+        self,
+        dispatcher: Dispatcher,
+        rpc: RpcServer,
+        *,
+        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """``/metrics`` (``[http] listen``)."""
+        from dfs.observability import collectors
+        from dfs.observability.endpoint import run_http
+        from dfs.observability.metrics import MetricsRegistry
+
+        metrics = MetricsRegistry()
+        metrics.add(collectors.info_collector("chunkserver", self.id))
+        metrics.add(collectors.rpc_collector(dispatcher, rpc))
+        metrics.add(collectors.chunkserver_collector(self))
+        await run_http(
+            self._config.http, self._config.tls, self.id, metrics, task_status=task_status
+        )
 
     async def _verify_all(self, peer: Peer, params: dict[str, Any]) -> Any:
         """``dfs fsck --verify``: read every replica now at full speed, check every block's

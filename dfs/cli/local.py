@@ -8,6 +8,8 @@ State directory layout (kept between runs, so a second ``up`` brings back the sa
     STATE/<id>.toml           the config of each daemon (m1..m3, cs1, cs2, cs3); the metaservers
                               form one Raft group (``[metaserver] members``)
     STATE/client.toml         ready-made config for ``dfs mount MOUNTPOINT --config``
+    STATE/mount.toml          the config of the cluster's own mount (client.toml plus its
+                              ``[http]`` listener; a second mount must not take the same port)
     STATE/admin.toml          ready-made config for admin commands (``dfs status``)
     STATE/data/<id>/          each daemon's data directory
     STATE/logs/<id>.log       each process's log
@@ -56,11 +58,15 @@ class ProcSpec:
     id: str
     role: str  # metaserver | chunkserver | mount
     address: str  # host:port, or the mount point for a mount
+    #: Loopback host:port of its HTTP listener (/metrics; the dashboard on metaservers);
+    #: empty in clusters created before it existed.
+    http: str = ""
 
     def argv(self, state: Path) -> list[str]:
         base = [sys.executable, "-m", "dfs"]
         if self.role == "mount":
-            return [*base, "mount", self.address, "--config", str(state / "client.toml")]
+            config = "mount.toml" if self.http else "client.toml"
+            return [*base, "mount", self.address, "--config", str(state / config)]
         return [*base, self.role, "--config", str(state / f"{self.id}.toml")]
 
 
@@ -163,14 +169,14 @@ def _create(
     init_ca(state / "ca", cluster_name="dfs-local")
     certs = state / "certs"
     procs = [
-        ProcSpec(f"m{i}", "metaserver", f"127.0.0.1:{_free_port()}")
+        ProcSpec(f"m{i}", "metaserver", f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}")
         for i in range(1, metaservers + 1)
     ]
     procs += [
-        ProcSpec(f"cs{i}", "chunkserver", f"127.0.0.1:{_free_port()}")
+        ProcSpec(f"cs{i}", "chunkserver", f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}")
         for i in range(1, chunkservers + 1)
     ]
-    procs.append(ProcSpec("mount", "mount", str(mountpoint)))
+    procs.append(ProcSpec("mount", "mount", str(mountpoint), f"127.0.0.1:{_free_port()}"))
     cluster = LocalCluster(state=state, procs=procs)
     metas = cluster.meta_addresses()
     members = [f"{p.id}={p.address}" for p in procs if p.role == "metaserver"]
@@ -182,6 +188,7 @@ def _create(
         tables: dict[str, dict[str, Any]] = {
             "cluster": {"metaservers": metas},
             "tls": {"ca": str(files.ca_cert), "cert": str(files.cert), "key": str(files.key)},
+            "http": {"listen": p.http},
         }
         data_dir = str(state / "data" / p.id)
         if p.role == "metaserver":
@@ -211,6 +218,21 @@ def _create(
                 "client": dict((settings or {}).get("client", {})),
             },
         )
+        if name == "client":
+            mount = next(p for p in procs if p.role == "mount")
+            write_config(
+                state / "mount.toml",
+                {
+                    "cluster": {"metaservers": metas},
+                    "tls": {
+                        "ca": str(files.ca_cert),
+                        "cert": str(files.cert),
+                        "key": str(files.key),
+                    },
+                    "client": dict((settings or {}).get("client", {})),
+                    "http": {"listen": mount.http},
+                },
+            )
     cluster.save()
     return cluster
 
@@ -346,8 +368,16 @@ def cmd_up(args: argparse.Namespace) -> int:
     print(f"  started: {', '.join(started) if started else 'nothing (all running)'}")
     for proc in cluster.procs:
         if proc.role != "mount":
-            print(f"  {proc.role:<11} {proc.id:<5} {proc.address}")
+            metrics = f"  metrics http://{proc.http}/metrics" if proc.http else ""
+            print(f"  {proc.role:<11} {proc.id:<5} {proc.address:<16}{metrics}")
     print(f"  mounted at {mnt}")
+    if mount_proc.http:
+        print(f"  mount metrics: http://{mount_proc.http}/metrics")
+    dashboards = [f"http://{p.http}/" for p in cluster.procs if p.role == "metaserver" and p.http]
+    if dashboards:
+        print(
+            f"  dashboard:     {' '.join(dashboards)}  (any metaserver; the leader's is complete)"
+        )
     print(f"  second client: dfs mount MOUNTPOINT --config {state / 'client.toml'}")
     print(f"  admin:         dfs status --config {state / 'admin.toml'}")
     return 0
@@ -489,6 +519,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             "pid": pid,
             "address": proc.address,
             "health": health,
+            "http": proc.http,
         }
         if proc.role == "metaserver" and proc.id in meta_state:
             m = meta_state[proc.id]

@@ -158,6 +158,9 @@ class DfsOperations(Operations):
         self.known: dict[int, int] = {ROOT_INODE: 1}
         #: Size and mtime last given to the kernel per inode it knows.
         self._shown: dict[int, tuple[int, int]] = {}
+        #: Bytes returned by READ and accepted by WRITE (for ``/metrics``).
+        self.bytes_read = 0
+        self.bytes_written = 0
 
     def _show(self, a: InodeAttr) -> Attr:
         """``a`` for the kernel, noting the size and mtime it will cache."""
@@ -285,13 +288,17 @@ class DfsOperations(Operations):
 
     @_boundary
     async def read(self, ctx: RequestContext, ino: int, fh: int, offset: int, size: int) -> bytes:
-        return await self.vfs.read(fh, offset, size)
+        data = await self.vfs.read(fh, offset, size)
+        self.bytes_read += len(data)
+        return data
 
     @_boundary
     async def write(
         self, ctx: RequestContext, ino: int, fh: int, offset: int, data: bytes, write_flags: int
     ) -> int:
-        return await self.vfs.write(fh, offset, data)
+        n = await self.vfs.write(fh, offset, data)
+        self.bytes_written += n
+        return n
 
     @_boundary
     async def flush(self, ctx: RequestContext, ino: int, fh: int, lock_owner: int) -> None:

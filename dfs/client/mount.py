@@ -16,6 +16,7 @@ from dfs.client.vfs import Vfs
 from dfs.config import Config
 from dfs.fuse.handshake import FuseConfig
 from dfs.fuse.mount import serve
+from dfs.fuse.session import FuseSession
 from dfs.rpc.client import RpcClientPool
 from dfs.security.identity import Role
 from dfs.types import ROOT_INODE
@@ -80,9 +81,33 @@ async def run_mount(
             # Other clients' changes reach the kernel's caches through the change feed.
             coherence = Coherence(meta, session, ops.known, vfs.forget_cached)
             nursery.start_soon(coherence.run)
+            if cfg.http.listen:
+                await nursery.start(_run_http, cfg, name, session, ops, vfs)
             task_status.started(session)
         await meta.close_session()
         nursery.cancel_scope.cancel()
+
+
+async def _run_http(
+    cfg: Config,
+    name: str,
+    session: FuseSession,
+    ops: DfsOperations,
+    vfs: Vfs,
+    *,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """``/metrics`` of this mount (``[http] listen``)."""
+    from dfs.observability import collectors
+    from dfs.observability.endpoint import run_http
+    from dfs.observability.metrics import MetricsRegistry
+
+    observer = collectors.FuseObserver()
+    session.on_request_done = observer
+    metrics = MetricsRegistry()
+    metrics.add(collectors.info_collector("mount", name))
+    metrics.add(collectors.client_collector(session, observer, ops, vfs))
+    await run_http(cfg.http, cfg.tls, name, metrics, task_status=task_status)
 
 
 def mount_main(cfg: Config, mountpoint: Path) -> None:

@@ -25,6 +25,7 @@ import logging
 import os
 import threading
 from collections import Counter, OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import trio
@@ -132,6 +133,9 @@ class FuseSession:
         self._running = False
         self._finished = trio.Event()
         self._closed = False
+        #: Called after each answered request with ``(opcode, error, seconds)`` (``error``:
+        #: the reply's negative errno, 0 for success); for metrics.  Must not raise or block.
+        self.on_request_done: Callable[[int, int, float], None] | None = None
 
     # ---- public API ----
     @property
@@ -301,6 +305,7 @@ class FuseSession:
 
     async def _run_request(self, req: rq.Request, scope: trio.CancelScope) -> None:
         reply: bytes | None = None
+        start = trio.current_time()
         try:
             with scope:
                 if scope.cancel_called:
@@ -327,6 +332,10 @@ class FuseSession:
                 req.unique,
             )
             reply = replies.error_reply(req.unique, errno.EIO)
+        if self.on_request_done is not None:
+            # fuse_out_header: len (u32), error (i32), unique (u64).
+            error = int.from_bytes(reply[4:8], "little", signed=True)
+            self.on_request_done(req.opcode, error, trio.current_time() - start)
         self._write(reply)
 
     async def _run_no_reply(self, req: rq.Request) -> None:

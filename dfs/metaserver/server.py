@@ -140,6 +140,29 @@ async def _watch_chunkservers(registry: Registry) -> None:
         registry.check_liveness(trio.current_time())
 
 
+async def _run_http(
+    config: Config,
+    service: MetaService,
+    rpc: RpcServer,
+    *,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """``/metrics`` and the dashboard (``[http] listen``)."""
+    from dfs.observability import collectors
+    from dfs.observability.dashboard import Dashboard
+    from dfs.observability.endpoint import run_http
+    from dfs.observability.metrics import MetricsRegistry
+
+    metrics = MetricsRegistry()
+    metrics.add(collectors.info_collector("metaserver", service.node_id))
+    metrics.add(collectors.rpc_collector(service.dispatcher, rpc))
+    metrics.add(collectors.metaserver_collector(service))
+    routes = Dashboard(service).routes()
+    await run_http(
+        config.http, config.tls, service.node_id, metrics, routes, task_status=task_status
+    )
+
+
 async def run_metaserver(
     config: Config, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED
 ) -> None:
@@ -206,6 +229,8 @@ async def run_metaserver(
             service.address = f"{host}:{bound_port}"
             nursery.start_soon(_watch_chunkservers, registry)
             nursery.start_soon(service.expire_sessions)
+            if config.http.listen:
+                await nursery.start(_run_http, config, service, rpc)
             await nursery.start(service.keeper.run)
             logger.info(
                 "metaserver %s serving on %s (Raft group: %s)",

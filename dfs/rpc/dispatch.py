@@ -24,6 +24,11 @@ Contract of ``Dispatcher.dispatch`` (what the peer sees on the wire):
 * any other exception -> logged with its traceback, ``InternalError``.
 
 Handlers must not swallow ``trio.Cancelled``; cancellation propagates unchanged.
+
+Every dispatched request is counted in ``Dispatcher.stats`` (``dfs.observability.metrics.
+OpStats``): by method and outcome (``ok`` or the error code), with its latency on trio's clock.
+A request cancelled mid-way (its connection went) is not counted.  Unregistered method names
+are counted as ``(unknown)``, so a peer cannot grow the table.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from typing import Any, TypeVar
 import trio
 
 from dfs.errors import BadRequest, DfsError, InternalError, Unauthorized, UnknownMethod
+from dfs.observability.metrics import OpStats
 from dfs.security.identity import Peer, Role
 
 log = logging.getLogger(__name__)
@@ -64,6 +70,8 @@ class Dispatcher:
 
     def __init__(self) -> None:
         self._methods: dict[str, Method] = {}
+        #: Requests by method and outcome, and their latency (for ``/metrics``).
+        self.stats = OpStats()
 
     def register(self, name: str, handler: Handler, roles: Collection[Role]) -> None:
         """Add ``name``; registering a name twice is a programming error (``ValueError``)."""
@@ -97,6 +105,17 @@ class Dispatcher:
 
     async def dispatch(self, peer: Peer, method: str, params: Any) -> Any:
         """Run one request and return its result, or raise the ``DfsError`` to send back."""
+        start = trio.current_time()
+        name = method if method in self._methods else "(unknown)"
+        try:
+            result = await self._dispatch(peer, method, params)
+        except DfsError as exc:
+            self.stats.observe(name, exc.code, trio.current_time() - start)
+            raise
+        self.stats.observe(name, "ok", trio.current_time() - start)
+        return result
+
+    async def _dispatch(self, peer: Peer, method: str, params: Any) -> Any:
         entry = self._methods.get(method)
         if entry is None:
             raise UnknownMethod(f"unknown method {method!r}")

@@ -88,7 +88,13 @@ def local_cluster(tmp: Path, *create_args: str) -> Iterator[Cluster]:
     (e.g. ``"--chunkservers", "4", "--set", "metaserver.replication_grace=2"``)."""
     need_fuse()
     cluster = Cluster(state=tmp / "state", mnt=tmp / "mnt")
-    run_dfs("local", "up", "--dir", str(cluster.state), "--mount", str(cluster.mnt), *create_args)
+    try:
+        run_dfs(
+            "local", "up", "--dir", str(cluster.state), "--mount", str(cluster.mnt), *create_args
+        )
+    except BaseException:
+        cluster.force_cleanup()  # what did start must not outlive the test
+        raise
     try:
         yield cluster
     finally:

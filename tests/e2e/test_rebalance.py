@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -109,6 +110,21 @@ def test_rebalance_decommission_and_maintenance_with_readers(tmp_path: Path) -> 
                 run_dfs("rebalance", *admin, "--threshold", "5", "--dry-run", "--json").stdout
             )
             assert dry["moves"] > 0 and dry["before"]["cs3"] == 0.0
+
+            # Ctrl-C in the middle of a (slow) rebalance: it stops, and the cluster is
+            # consistent: nothing under its goal, fsck clean once deletions are handed out.
+            slow = subprocess.Popen(
+                [sys.executable, "-m", "dfs", "rebalance", *admin, "--threshold", "5",
+                 "--bandwidth", "2"],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            )  # fmt: skip
+            time.sleep(3)
+            slow.send_signal(signal.SIGINT)
+            out_c, err_c = slow.communicate(timeout=60)
+            assert slow.returncode == 130, out_c + err_c
+            assert "stopped" in out_c and "Traceback" not in err_c
+            assert _status(c)["counts"]["under_goal"] == 0
+            wait_for(lambda: run_dfs("fsck", *admin, check=False).returncode == 0, 30, "fsck clean")
 
             reader = Reader(files)
             _drop_caches()
