@@ -117,7 +117,7 @@ def cmd_status(args: argparse.Namespace, config_path: Path) -> int:
             f"  heartbeat {c.get('last_heartbeat_age', 0):.1f}s ago"
             f"{'' if c.get('mode', 'normal') == 'normal' else '  ' + _mode_line(c)}"
         )
-    print("namespace: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    print("counts: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     rep = status.get("replication")
     if rep:
         print("replication: " + ", ".join(f"{k} {v}" for k, v in rep.items()))

@@ -1210,6 +1210,8 @@ class MetaService:
                 "missing": missing,
                 "bad_replicas": sum(len(h) for h in self.registry.bad.values()),
                 "stale_replicas": sum(len(h) for h in self.registry.stale.values()),
+                "sessions": len(self.ns.sessions.sessions),
+                "locks": len(self.ns.locks.locks()),
             },
             "replication": {
                 **self.keeper.stats,
