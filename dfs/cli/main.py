@@ -304,6 +304,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     goal.add_parsers(sub)
 
+    from dfs.cli import bench
+
+    bench.add_parser(sub)
+
     status = sub.add_parser("status", help="cluster health (needs an admin certificate)")
     status.add_argument("--config", help="admin TOML config file (default $DFS_CONFIG)")
     status.add_argument("--json", action="store_true", help="machine-readable output")
