@@ -437,8 +437,11 @@ class Registry:
                 del self.bad[cid]
         self._queue_delete(server_id, cid)
 
-    def forget_chunks(self, chunk_ids: Iterable[ChunkId]) -> None:
-        """The namespace dropped these chunks: delete them wherever they are."""
+    def forget_chunks(self, chunk_ids: Iterable[ChunkId], *, delete: bool = True) -> None:
+        """The namespace dropped these chunks: delete them wherever they are.  Only a leader
+        hands deletions out (in heartbeat answers), so a follower (``delete`` False) just
+        forgets them: a queue it never drains would grow for ever; if it becomes leader, the
+        chunkservers' registrations list what is left as orphans."""
         for cid in chunk_ids:
             holders = (
                 self.locations.pop(cid, set())
@@ -447,7 +450,12 @@ class Registry:
                 | set(self.ahead.pop(cid, {}))
             )
             for sid in holders:
-                self._queue_delete(sid, cid)
+                if delete:
+                    self._queue_delete(sid, cid)
+                else:
+                    held = self._held.get(sid)
+                    if held is not None:
+                        held.discard(cid)
             self.leases.pop(cid, None)
             self.suspects.discard(cid)
             self.urgent.discard(cid)

@@ -242,7 +242,7 @@ class MetaService:
     def on_applied(self, command: dict[str, Any], result: Any, freed: list[ChunkId]) -> None:
         """Committer hook: keep the soft state in step with the log, in log order."""
         if freed:
-            self.registry.forget_chunks(freed)
+            self.registry.forget_chunks(freed, delete=self.node.is_leader())
         if command["op"] == "noop" and isinstance(command.get("registered"), str):
             self.registry.expected.add(command["registered"])
         op = command["op"]
