@@ -2,7 +2,7 @@
 VENV := .venv/bin
 STATE ?= $(HOME)/.local/share/dfs/local
 
-.PHONY: up down status test test-fast lint typecheck check bench
+.PHONY: up down status test test-fast lint typecheck check bench chaos chaos-long
 
 up:
 	@scripts/bootstrap
@@ -34,3 +34,12 @@ typecheck:
 
 bench:
 	$(VENV)/python tools/bench.py $(BENCH_ARGS)
+
+# The seeded chaos test on network-namespace hosts: the short form (one seed, ~2 minutes) and
+# the long form (SEEDS seeds of 50 faults each, a summary table).
+chaos:
+	DFS_CHAOS=1 $(VENV)/pytest -q -s tests/e2e/test_chaos.py
+
+SEEDS ?= 10
+chaos-long:
+	$(VENV)/python -m tests.e2e.test_chaos --seeds $(SEEDS) --faults 50

@@ -221,6 +221,12 @@ class Scrubber:
         self._stats.scrubbed_chunks += 1
         self._stats.scrubbed_bytes += length
         if not bad and not io_error:
+            # Healthy now: a replica found corrupt earlier was replaced by a good copy of the
+            # same chunk and version; forget it, or it would be reported again (and a later
+            # real corruption never).
+            key = (int(chunk_id), int(version))
+            self._found.discard(key)
+            self._reported.discard(key)
             return length
         if io_error:  # the disk failed the read: not something a concurrent write causes
             await self._corrupt(chunk_id, version, [])

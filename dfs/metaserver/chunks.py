@@ -46,7 +46,7 @@ from typing import Any
 
 import trio
 
-from dfs.errors import DfsError, IOFailure, NoSpace, Unavailable
+from dfs.errors import DfsError, FsError, IOFailure, NoSpace, NotLeader, Unavailable
 from dfs.metaserver.namespace import Namespace
 from dfs.metaserver.registry import ChunkserverInfo, Registry
 from dfs.rpc.client import RpcClientPool
@@ -406,10 +406,16 @@ class ChunkKeeper:
                     from_version=version,
                     servers=[s.id for s in made],
                 )
-            except BaseException:
+            except (NotLeader, FsError):
+                # Certainly not committed (not leader when proposed, or replaced by another
+                # leader's entry), or applied as a failure: put the replicas back.
                 with trio.CancelScope(shield=True):
                     await self._set_versions(cid, [(s, new) for s in made], version)
                 raise
+            # Anything else (leadership lost with the outcome unknown, cancelled, stopping)
+            # may still commit under the next leader: the replicas stay at ``new``.  If the
+            # entry never commits they are "ahead" of the map and the replicator sets them
+            # back; setting them back here could undo a committed version (data loss).
             self.stats["bumps"] += 1
             self._mine[cid] = self._term()
             # A new lease: whoever held the old one must ask again (its version is gone).

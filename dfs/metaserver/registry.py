@@ -187,8 +187,10 @@ class Registry:
         now: float,
     ) -> None:
         """(Re-)register a chunkserver and replace everything known about its replicas."""
-        if server_id in self.servers:
-            self._forget_server_replicas(server_id)
+        # Always: a member that was a follower learnt replica locations from the log
+        # (allocations, version bumps) for servers it never saw register; what the server
+        # lists now replaces all of that, or copies it deleted meanwhile would count.
+        self._forget_server_replicas(server_id)
         self.servers[server_id] = ChunkserverInfo(server_id, address, zone, capacity, free, now)
         held: set[ChunkId] = set()
         self._held[server_id] = held
@@ -436,6 +438,7 @@ class Registry:
             if not bad:
                 del self.bad[cid]
         self._queue_delete(server_id, cid)
+        self.suspects.add(cid)  # it may be under its goal now: look again
 
     def forget_chunks(self, chunk_ids: Iterable[ChunkId], *, delete: bool = True) -> None:
         """The namespace dropped these chunks: delete them wherever they are.  Only a leader

@@ -278,3 +278,20 @@ async def test_chunkserver_scrubs_and_reports_to_the_metaserver(tmp_path: Path) 
         assert report["reason"] == "scrub: checksum mismatch in block(s) 2"
         stats = cluster.servers[0].statistics().scrub
         assert (stats.corrupt_found, stats.scrubbed_chunks) == (1, 1)
+
+
+async def test_a_replica_replaced_by_a_good_copy_is_no_longer_listed_corrupt(
+    tmp_path: Path, store: ChunkStore
+) -> None:
+    store.write(7, V, 0, pattern(2 * BLOCK_SIZE))
+    flip_byte(tmp_path, 7, 5)
+    reports = Reports()
+    scrubber = Scrubber(store, reports, rate=FAST, interval=1)
+    with trio.fail_after(5):
+        await scrubber.scrub_pass()
+    assert scrubber.corrupt() == [(7, V)]
+    store.delete(7)  # the metaserver deletes the bad replica, a good copy comes back
+    store.write(7, V, 0, pattern(2 * BLOCK_SIZE))
+    with trio.fail_after(5):
+        await scrubber.full_pass()
+    assert scrubber.corrupt() == []

@@ -96,3 +96,28 @@ def test_registered_chunkservers_are_replicated_so_a_restarted_leader_waits_for_
     # Removed by an operator: no longer awaited.
     again.apply({"op": "set_cs_mode", "now_ns": 1, "id": "cs2", "mode": "removed"})
     assert fresh.missing_known(0.0) == {"cs1"}
+
+
+def test_a_registration_replaces_locations_learnt_from_the_log() -> None:
+    # A follower learns locations from the log (alloc_chunk) for servers it never saw
+    # register; as leader, what each server lists when it registers is the truth.
+    from tests.metaserver.nsutil import ROOT, Driver
+
+    d = Driver()
+    reg = Registry(d.ns, timeout=10.0)
+    f = d.create(ROOT, b"f")
+    cid = d.do("alloc_chunk", ino=f, index=0)["chunk_id"]
+    reg.add_replicas(cid, ["cs1", "cs3"])
+    info = d.ns.chunk_info(cid)
+    assert info is not None
+    for sid, chunks in (("cs1", []), ("cs2", [(cid, info[2])]), ("cs3", [(cid, info[2])])):
+        reg.register(
+            server_id=sid,
+            address=f"10.0.0.{sid[-1]}:9430",
+            zone=sid,
+            capacity=1 << 30,
+            free=1 << 30,
+            chunks=chunks,
+            now=1.0,
+        )
+    assert sorted(reg.locations[cid]) == ["cs2", "cs3"]
