@@ -187,12 +187,31 @@ class Registry:
         now: float,
     ) -> None:
         """(Re-)register a chunkserver and replace everything known about its replicas."""
-        # Always: a member that was a follower learnt replica locations from the log
-        # (allocations, version bumps) for servers it never saw register; what the server
-        # lists now replaces all of that, or copies it deleted meanwhile would count.
-        self._forget_server_replicas(server_id)
+        chunks = list(chunks)
+        kept: set[ChunkId] = set()
+        if server_id in self.servers:
+            self._forget_server_replicas(server_id)
+        else:
+            # A member that was a follower learnt locations from the log (allocations,
+            # version bumps) for a server it never saw register.  What the server lists now
+            # is the truth, except for chunks being written: a new chunk's file appears only
+            # at its first write, which may still be on its way.  Keeping the others would
+            # count copies the server deleted meanwhile (then real copies get trimmed).
+            listed = {ChunkId(c) for c, _v in chunks}
+            for cid in list(self._held.get(server_id, ())):
+                if cid in listed:
+                    continue
+                if cid in self.leases:
+                    kept.add(cid)
+                else:
+                    self._unlocate(cid, server_id)
+                    self.suspects.add(cid)
+            for table in (self.stale, self.ahead):
+                for cid in [c for c, where in table.items() if server_id in where]:
+                    if cid not in listed:
+                        self._discard(table, cid, server_id)
         self.servers[server_id] = ChunkserverInfo(server_id, address, zone, capacity, free, now)
-        held: set[ChunkId] = set()
+        held: set[ChunkId] = set(kept)
         self._held[server_id] = held
         doomed = self._delete.get(server_id, set())
         ns = self.namespace

@@ -121,3 +121,21 @@ def test_a_registration_replaces_locations_learnt_from_the_log() -> None:
             now=1.0,
         )
     assert sorted(reg.locations[cid]) == ["cs2", "cs3"]
+
+
+def test_a_chunk_being_written_keeps_its_learnt_location_until_its_first_write() -> None:
+    # A new chunk's file appears on the chunkserver only at its first write: a server that
+    # registers without it while the chunk is under a write lease still holds it.
+    from tests.metaserver.nsutil import ROOT, Driver
+
+    d = Driver()
+    reg = Registry(d.ns, timeout=10.0)
+    f = d.create(ROOT, b"f")
+    cid = d.do("alloc_chunk", ino=f, index=0)["chunk_id"]
+    reg.add_replicas(cid, ["cs1", "cs2"])
+    reg.leases[cid] = 100.0
+    reg.register(
+        server_id="cs1", address="10.0.0.1:9430", zone="z1", capacity=1 << 30,
+        free=1 << 30, chunks=[], now=1.0,
+    )  # fmt: skip
+    assert sorted(reg.locations[cid]) == ["cs1", "cs2"] and cid in reg.held("cs1")
