@@ -286,3 +286,15 @@ class InternalError(DfsError):
 
 class ConfigError(Exception):
     """A configuration or command-line mistake: reported as one line, exit code 2."""
+
+
+def one_dfs_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first ``DfsError`` of an exception group holding nothing else (what callers,
+    retries and the CLI handle), or the group itself when it holds anything else."""
+    errors, rest = group.split(DfsError)
+    if errors is None or rest is not None:
+        return group
+    first: BaseException = errors
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    return first

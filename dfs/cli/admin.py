@@ -15,7 +15,7 @@ import trio
 
 from dfs.client.remote import RpcMetaClient
 from dfs.config import Config, load_config
-from dfs.errors import ConfigError, DfsError
+from dfs.errors import ConfigError, DfsError, one_dfs_error
 from dfs.rpc.client import RpcClient, RpcClientPool
 from dfs.security.identity import Role
 
@@ -45,18 +45,7 @@ async def admin_call(
             finally:
                 await meta.close_session()
     except BaseExceptionGroup as group:
-        raise _one_error(group) from None
-
-
-def _one_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The first ``DfsError`` of a group made of nothing else; else the group itself."""
-    errors, rest = group.split(DfsError)
-    if errors is None or rest is not None:
-        return group
-    first: BaseException = errors
-    while isinstance(first, BaseExceptionGroup):
-        first = first.exceptions[0]
-    return first
+        raise one_dfs_error(group) from None
 
 
 async def member_status(cfg: Config, address: str, timeout: float) -> Any:  # noqa: ASYNC109
@@ -282,7 +271,7 @@ def _with_spinner(label: str, fn: Any, *args: Any) -> Any:
     try:
         return trio.run(main)
     except BaseExceptionGroup as group:
-        raise _one_error(group) from None
+        raise one_dfs_error(group) from None
     finally:
         bar.close()
 

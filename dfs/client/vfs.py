@@ -48,6 +48,7 @@ from dfs.errors import (
     NotFound,
     NotSupported,
     StaleHandle,
+    one_dfs_error,
 )
 from dfs.types import CHUNK_SIZE, InodeId
 
@@ -175,12 +176,9 @@ async def _parallel() -> AsyncIterator[trio.Nursery]:
         async with trio.open_nursery() as nursery:
             yield nursery
     except BaseExceptionGroup as group:
-        errors, rest = group.split(DfsError)
-        if errors is None or rest is not None:
+        first = one_dfs_error(group)
+        if first is group:
             raise
-        first: BaseException = errors
-        while isinstance(first, BaseExceptionGroup):
-            first = first.exceptions[0]
         raise first from None
 
 

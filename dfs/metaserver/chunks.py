@@ -179,12 +179,13 @@ def _copy_job(
     ino, index, version = info
     node = ns.inodes[InodeId(ino)]
     sources = registry.valid_servers(cid, now)
+    leaving = registry.leaving()
     try:
         (target,) = registry.place(
             1,
             now,
             exclude=registry.copy_exclusions(cid, now),
-            zones={s.zone for s in sources if s.id not in registry.leaving()},
+            zones={s.zone for s in sources if s.id not in leaving},
         )
     except (NoSpace, Unavailable):
         # No server without a copy: clear a stale or corrupt copy on a live server, so that
