@@ -67,10 +67,12 @@ def test_fsck_reports_every_kind_of_damage_and_repair_fixes_it(tmp_path: Path) -
         (m / "one").mkdir()
         run_dfs("setgoal", "1", str(m / "one"))
         write(m / "one" / "lost.bin", MiB)
+        # Enough candidates of each kind that one is placed as the damage needs (goal 2 on
+        # four servers: a file avoids K with odds 1/2, holds Z but not K with odds 1/3).
         for kind in "dcs":
-            for i in range(6):
-                write(m / f"{kind}{i}.bin", 2 * MiB)
-        for i in range(8):
+            for i in range(16):
+                write(m / f"{kind}{i}.bin", 256 * 1024)
+        for i in range(32):
             write(m / f"u{i}.bin", 100_000)
         for i in range(6):
             write(m / f"k{i}.bin", 300_000)
@@ -98,7 +100,7 @@ def test_fsck_reports_every_kind_of_damage_and_repair_fixes_it(tmp_path: Path) -
         u_cid, _ = _replicas(c, u)
         os.kill(c.pid(z), signal.SIGKILL)
         time.sleep(0.5)
-        blob = os.urandom(2 * MiB)  # in place: a truncate would free the chunk instead
+        blob = os.urandom(256 * 1024)  # in place: a truncate would free the chunk instead
         with open(s_file, "r+b") as f:
             f.write(blob)
         digests[s_file] = hashlib.sha256(blob).hexdigest()
@@ -120,9 +122,9 @@ def test_fsck_reports_every_kind_of_damage_and_repair_fixes_it(tmp_path: Path) -
         _chunk_file(c, x, d_cid).unlink()
         c_cid, (y, *_rest) = _replicas(c, c_file)
         with open(_chunk_file(c, y, c_cid), "r+b") as f:
-            f.seek(MiB)
+            f.seek(100_000)
             byte = f.read(1)
-            f.seek(MiB)
+            f.seek(100_000)
             f.write(bytes([byte[0] ^ 0xFF]))
 
         # The killed chunkserver.
