@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 from functools import partial
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from dfs.config import Config
 from dfs.fuse.handshake import FuseConfig
 from dfs.fuse.mount import serve
 from dfs.fuse.session import FuseSession
+from dfs.observability.taskdump import dump_tasks_on_signal
 from dfs.rpc.client import RpcClientPool
 from dfs.security.identity import Role
 from dfs.types import ROOT_INODE
@@ -83,6 +85,9 @@ async def run_mount(
             nursery.start_soon(coherence.run)
             if cfg.http.listen:
                 await nursery.start(_run_http, cfg, name, session, ops, vfs)
+            if threading.current_thread() is threading.main_thread():
+                # kill -USR1: where every request is waiting, in the log.
+                await nursery.start(dump_tasks_on_signal)
             task_status.started(session)
         await meta.close_session()
         nursery.cancel_scope.cancel()

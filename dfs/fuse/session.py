@@ -37,10 +37,14 @@ from dfs.fuse.errors import MalformedRequest
 from dfs.fuse.handshake import FuseConfig
 from dfs.fuse.model import ConnectionInfo
 from dfs.fuse.operations import Operations
+from dfs.observability.taskdump import describe_current_task
 
 log = logging.getLogger(__name__)
 
 INTERRUPT_MEMORY = 1.0
+#: A request unanswered for this long is logged (once) as slow, with what it is; a lock
+#: request that waits for another owner is not (it may wait forever).
+SLOW_REQUEST = 30.0
 INTERRUPT_MEMORY_SIZE = 1024
 
 
@@ -121,6 +125,8 @@ class FuseSession:
         self._dispatcher = Dispatcher(operations, self.config)
         self._read_size = self.config.read_buffer_size
         self._inflight: dict[int, trio.CancelScope] = {}
+        #: unique -> (request, start time) of requests being answered, for slow warnings.
+        self._started: dict[int, tuple[rq.Request, float]] = {}
         self._early_interrupts: OrderedDict[int, float] = OrderedDict()
         self._limiter = trio.CapacityLimiter(self.config.max_concurrency)
         self._notify = _NotifyChannel(fd)
@@ -206,6 +212,7 @@ class FuseSession:
         started = False
         try:
             async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._warn_slow)
                 while True:
                     data = await self._read()
                     if data is None:
@@ -306,6 +313,13 @@ class FuseSession:
     async def _run_request(self, req: rq.Request, scope: trio.CancelScope) -> None:
         reply: bytes | None = None
         start = trio.current_time()
+        self._started[req.unique] = (req, start)
+        undo = describe_current_task(
+            lambda: (
+                f"{abi.opcode_name(req.opcode)} #{req.unique} nodeid {req.nodeid}, "
+                f"{trio.current_time() - start:.1f} s"
+            )
+        )
         try:
             with scope:
                 if scope.cancel_called:
@@ -323,6 +337,8 @@ class FuseSession:
                         self._limiter.release()
         finally:
             del self._inflight[req.unique]
+            self._started.pop(req.unique, None)
+            undo()
         if scope.cancelled_caught:
             reply = replies.error_reply(req.unique, errno.EINTR)
         if reply is None:
@@ -337,6 +353,29 @@ class FuseSession:
             error = int.from_bytes(reply[4:8], "little", signed=True)
             self.on_request_done(req.opcode, error, trio.current_time() - start)
         self._write(reply)
+
+    async def _warn_slow(self) -> None:
+        """Log each request still unanswered after ``SLOW_REQUEST`` seconds, once."""
+        warned: set[int] = set()
+        while True:
+            await trio.sleep(SLOW_REQUEST / 3)
+            now = trio.current_time()
+            for unique, (req, start) in list(self._started.items()):
+                if unique in warned or now - start < SLOW_REQUEST:
+                    continue
+                if isinstance(req, rq.Lk) and req.sleep:
+                    continue
+                warned.add(unique)
+                log.warning(
+                    "slow request: %s #%d on node %d unanswered for %.0f s "
+                    "(kill -USR1 %d logs where it waits)",
+                    abi.opcode_name(req.opcode),
+                    unique,
+                    req.nodeid,
+                    now - start,
+                    os.getpid(),
+                )
+            warned &= self._started.keys()
 
     async def _run_no_reply(self, req: rq.Request) -> None:
         await self._acquire_slot()

@@ -246,3 +246,39 @@ async def test_notify_messages_reach_the_channel() -> None:
         kernel.sock.close()
     session.close()
     assert not await session.notify_inval_inode(1)  # after the end: nothing is sent
+
+
+async def test_a_slow_request_is_logged_and_shows_in_a_task_dump(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An unanswered request is logged once as slow, and a task dump (kill -USR1) names it
+    and shows the file-system frame it waits in."""
+    from dfs.fuse import session as session_mod
+    from dfs.observability.taskdump import format_task_tree
+
+    monkeypatch.setattr(session_mod, "SLOW_REQUEST", 0.3)
+    kernel = FakeKernel()
+    fs = MemFs()
+    session = FuseSession(kernel.dev_fd, fs)
+    async with trio.open_nursery() as nursery:
+        kernel.send(abi.Opcode.INIT, INIT_BODY)
+        await nursery.start(session.run)
+        await kernel.recv()
+        slow = fs.nodes[1].children[b"slow"]
+        read = struct.pack("<QQIIQII", slow, 0, 4096, 0, 0, 0, 0)
+        u = kernel.send(abi.Opcode.READ, read, nodeid=slow)
+        await fs.slow_read_started.wait()
+        with trio.fail_after(5):
+            while "slow request" not in caplog.text:
+                await trio.sleep(0.05)
+        assert f"slow request: READ #{u} on node {slow}" in caplog.text
+        dump = format_task_tree()
+        assert f"(READ #{u} nodeid {slow}," in dump
+        assert "memfs.py" in dump and " read" in dump
+        await trio.sleep(0.5)
+        assert caplog.text.count("slow request") == 1  # once per request
+        kernel.send(abi.Opcode.INTERRUPT, struct.pack("<Q", u), unique=u | 1)
+        assert await kernel.recv() == (u, errno.EINTR, b"")
+        assert f"READ #{u}" not in format_task_tree()
+        kernel.sock.close()
+    session.close()

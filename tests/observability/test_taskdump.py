@@ -1,0 +1,60 @@
+"""The task dump an operator gets with kill -USR1: every task, nested, with its frames."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+
+import pytest
+import trio
+
+from dfs.observability.taskdump import (
+    count_tasks,
+    describe_current_task,
+    dump_tasks_on_signal,
+    format_task_tree,
+)
+
+pytestmark = pytest.mark.unit
+
+
+async def _waits_for_ever(event: trio.Event, ready: trio.Event) -> None:
+    undo = describe_current_task(lambda: "the answer is 42")
+    ready.set()
+    try:
+        await event.wait()
+    finally:
+        undo()
+
+
+async def test_tree_names_nested_tasks_and_where_they_wait() -> None:
+    event, ready = trio.Event(), trio.Event()
+    async with trio.open_nursery() as outer:
+        async with trio.open_nursery() as inner:
+            inner.start_soon(_waits_for_ever, event, ready)
+            await ready.wait()
+            dump = format_task_tree()
+            lines = dump.splitlines()
+            mine = next(i for i, line in enumerate(lines) if "_waits_for_ever" in line)
+            assert "(the answer is 42)" in lines[mine]
+            assert lines[mine].startswith("  ")  # under its parent
+            frames = lines[mine + 1 : mine + 6]
+            assert any("test_taskdump.py" in f and "_waits_for_ever" in f for f in frames)
+            assert any("wait" in f for f in frames)
+            assert count_tasks() >= 2
+            event.set()
+        outer.cancel_scope.cancel()
+    assert "the answer is 42" not in format_task_tree()
+
+
+async def test_sigusr1_logs_the_dump(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(dump_tasks_on_signal)
+        os.kill(os.getpid(), signal.SIGUSR1)
+        with trio.fail_after(5):
+            while "task dump on SIGUSR1" not in caplog.text:
+                await trio.sleep(0.02)
+        assert "dump_tasks_on_signal" in caplog.text
+        nursery.cancel_scope.cancel()
