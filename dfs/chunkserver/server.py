@@ -356,10 +356,9 @@ class Chunkserver:
                     params["session"] = self.session_id
                 try:
                     reply = await link.call("cs.heartbeat", params, timeout=timeout)
-                except NotFound:
-                    logger.warning(
-                        "metaserver %s does not know us; registering again", link.current
-                    )
+                except NotFound as exc:
+                    # After every election, too: a new leader wants a fresh registration.
+                    logger.info("registering again with %s: %s", link.current, exc)
                     break
                 except DfsError as exc:
                     self._stats.heartbeat_failures += 1

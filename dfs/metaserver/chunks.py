@@ -46,7 +46,15 @@ from typing import Any
 
 import trio
 
-from dfs.errors import DfsError, FsError, IOFailure, NoSpace, NotLeader, Unavailable
+from dfs.errors import (
+    DfsError,
+    FsError,
+    IOFailure,
+    NoSpace,
+    NotLeader,
+    StaleChunkVersion,
+    Unavailable,
+)
 from dfs.metaserver.namespace import Namespace
 from dfs.metaserver.registry import ChunkserverInfo, Registry
 from dfs.rpc.client import RpcClientPool
@@ -61,6 +69,10 @@ CONTROL_TIMEOUT = 5.0
 PASS_INTERVAL = 0.5
 
 Propose = Callable[..., Awaitable[Any]]
+
+
+def _by_id(server: ChunkserverInfo) -> str:
+    return server.id
 
 
 @dataclass
@@ -390,13 +402,24 @@ class ChunkKeeper:
                 self._holders.setdefault(cid, set()).add(holder)
                 self._released.discard(cid)
                 return
-            if not live:
+            revived = self._dead_bumps(cid, version, now, exclude={s.id for s in live})
+            if not live and not revived:
                 msg = f"chunk {cid}: no live replica to write to"
                 if failed_code == NoSpace.code:
                     raise NoSpace(msg)
                 raise IOFailure(msg)
             new = self.next_version()
-            made = await self._set_versions(cid, [(s, version) for s in live], new)
+            targets = [(s, version) for s in live] + revived
+            seen: dict[str, int] = {}
+            made = await self._set_versions(cid, targets, new, seen=seen)
+            if seen:
+                # Replicas not at the version we thought (a bump of an earlier leader reached
+                # them after they registered here): the ones ahead by such a bump join this
+                # one from where they are, the others are stale now.
+                for sid, v in seen.items():
+                    self.registry.note_version(cid, sid, v)
+                retry = self._dead_bumps(cid, version, now, exclude={s.id for s in made})
+                made = sorted([*made, *await self._set_versions(cid, retry, new)], key=_by_id)
             if not made:
                 raise IOFailure(f"chunk {cid}: no replica accepted version {new}")
             try:
@@ -431,10 +454,37 @@ class ChunkKeeper:
                     len(live),
                 )
 
+    def _dead_bumps(
+        self, cid: ChunkId, version: int, now: float, exclude: set[str]
+    ) -> list[tuple[ChunkserverInfo, int]]:
+        """Live replicas ahead of the map by a bump of an earlier term, as (server, their
+        version).  That bump can never commit any more (this leader has applied every entry
+        of earlier terms it will ever have), so no client wrote at it: they hold the map
+        version's bytes and can move to a new version like a valid replica."""
+        term = self._term()
+        out = []
+        for sid, v in sorted(self.registry.ahead.get(cid, {}).items()):
+            info = self.registry.servers.get(sid)
+            if (
+                sid not in exclude
+                and v > version
+                and v >> 32 < term
+                and info is not None
+                and self.registry.is_alive(sid, now)
+            ):
+                out.append((info, v))
+        return out
+
     async def _set_versions(
-        self, cid: ChunkId, targets: list[tuple[ChunkserverInfo, int]], new: int
+        self,
+        cid: ChunkId,
+        targets: list[tuple[ChunkserverInfo, int]],
+        new: int,
+        *,
+        seen: dict[str, int] | None = None,
     ) -> list[ChunkserverInfo]:
-        """``chunk.set_version`` on every target in parallel; the ones that made it."""
+        """``chunk.set_version`` on every target in parallel; the ones that made it.  A
+        target at another version than expected is added to ``seen`` (server -> version)."""
         pool = self._require_pool()
         made: list[ChunkserverInfo] = []
 
@@ -449,6 +499,14 @@ class ChunkKeeper:
                 )
                 made.append(server)
             except DfsError as exc:
+                actual = exc.details.get("version")
+                if (
+                    seen is not None
+                    and isinstance(exc, StaleChunkVersion)
+                    and isinstance(actual, int)
+                    and actual != old
+                ):
+                    seen[server.id] = actual
                 logger.warning(
                     "chunk %d: set_version %d -> %d on %s failed: %s",
                     cid,
@@ -461,7 +519,7 @@ class ChunkKeeper:
         async with trio.open_nursery() as nursery:
             for server, old in targets:
                 nursery.start_soon(one, server, old)
-        made.sort(key=lambda s: s.id)
+        made.sort(key=_by_id)
         return made
 
     def require_nursery(self) -> trio.Nursery:

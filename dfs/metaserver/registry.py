@@ -71,6 +71,9 @@ class ChunkserverInfo:
     gone: bool = False
     #: Disk operations running or queued at its last heartbeat.
     load: int = 0
+    #: When it last registered (trio clock): a leader trusts only registrations made since
+    #: it was elected (``heartbeat(since=...)``).
+    registered_at: float = 0.0
 
     def full(self) -> bool:
         """Too full for new chunks or copies: less than 1 % of its capacity or 4 MiB free, as
@@ -210,7 +213,9 @@ class Registry:
                 for cid in [c for c, where in table.items() if server_id in where]:
                     if cid not in listed:
                         self._discard(table, cid, server_id)
-        self.servers[server_id] = ChunkserverInfo(server_id, address, zone, capacity, free, now)
+        self.servers[server_id] = ChunkserverInfo(
+            server_id, address, zone, capacity, free, now, registered_at=now
+        )
         held: set[ChunkId] = set(kept)
         self._held[server_id] = held
         doomed = self._delete.get(server_id, set())
@@ -256,12 +261,25 @@ class Registry:
         )
 
     def heartbeat(
-        self, *, server_id: str, capacity: int, free: int, now: float, load: int = 0
+        self,
+        *,
+        server_id: str,
+        capacity: int,
+        free: int,
+        now: float,
+        load: int = 0,
+        since: float | None = None,
     ) -> list[ChunkId]:
-        """Record a heartbeat; return (and forget) the chunk ids this server should delete."""
+        """Record a heartbeat; return (and forget) the chunk ids this server should delete.
+        ``since``: when this node became leader.  A server that registered before that must
+        register again: what this node knew of its replicas may be out of date (another
+        leader moved versions meanwhile, or started a bump that never committed and left
+        its replicas ahead), and only a registration lists them as they are."""
         info = self.servers.get(server_id)
         if info is None:
             raise NotFound(f"chunkserver {server_id!r} is not registered; register first")
+        if since is not None and info.registered_at < since:
+            raise NotFound(f"chunkserver {server_id!r} registered with an earlier leader")
         if info.gone:
             # Its replicas were dropped when the grace period ended; only a registration
             # (which lists them again) brings them back.
@@ -435,8 +453,27 @@ class Registry:
         for sid in self.locations.get(cid, set()) - keep:
             self._unlocate(cid, sid)
             self.stale.setdefault(cid, {})[sid] = old_version
-        self.ahead.pop(cid, None)
+        for sid, v in self.ahead.pop(cid, {}).items():
+            if sid not in keep:
+                self.stale.setdefault(cid, {})[sid] = v  # behind the new version now
         self.add_replicas(cid, keep)
+
+    def note_version(self, chunk_id: int, server_id: str, version: int) -> None:
+        """A server said its replica of the chunk is at ``version`` (a ``chunk.set_version``
+        that expected another one failed): file the replica under what that makes it."""
+        cid = ChunkId(chunk_id)
+        info = self.namespace.chunk_info(cid)
+        if info is None or server_id in self.bad.get(cid, ()):
+            return
+        self._unlocate(cid, server_id)
+        for table in (self.stale, self.ahead):
+            self._discard(table, cid, server_id)
+        if version == info[2]:
+            self.add_replicas(cid, [server_id])
+        else:
+            table = self.ahead if version > info[2] else self.stale
+            table.setdefault(cid, {})[server_id] = version
+        self.suspects.add(cid)
 
     def drop_replica(self, chunk_id: int, server_id: str) -> None:
         """Forget a replica without deleting it (its server failed during a write: the next
@@ -483,15 +520,21 @@ class Registry:
             self.urgent.discard(cid)
 
     # ------------------------------------------------------------------ queries
-    def missing_known(self, now: float) -> set[str]:
+    def missing_known(self, now: float, since: float | None = None) -> set[str]:
         """Chunkservers known to hold chunks (from registrations or, on a member that was a
-        follower, from applied allocations) that are not alive here now."""
+        follower, from applied allocations) that are not alive here now, or (``since``: when
+        this node became leader) have not registered since."""
         known = set(self._held) | set(self.servers) | self.expected | self.namespace.chunkservers
         return {
             sid
             for sid in known
             if (info := self.servers.get(sid)) is None
-            or (not info.gone and not self._alive(info, now))
+            or (
+                not info.gone
+                and (
+                    not self._alive(info, now) or (since is not None and info.registered_at < since)
+                )
+            )
         }
 
     def _alive(self, info: ChunkserverInfo, now: float) -> bool:

@@ -226,7 +226,7 @@ class MetaService:
         deadline = since + min(WARMUP, self.registry.timeout)
         while True:
             now = trio.current_time()
-            if now >= deadline or not self.registry.missing_known(now):
+            if now >= deadline or not self.registry.missing_known(now, since):
                 return
             await trio.sleep(0.05)
 
@@ -744,6 +744,7 @@ class MetaService:
             free=p.int("free", min=0),
             now=trio.current_time(),
             load=p.opt_int("load", 0, min=0, max=_U32) or 0,
+            since=self.node.leader_since(),
         )
         reply: dict[str, Any] = {"delete": delete}
         if "session" in p:
