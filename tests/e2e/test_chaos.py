@@ -615,7 +615,16 @@ def run_chaos(seed: int, faults: int, tmp: Path) -> Outcome:
                 try:
                     w.wait(timeout=max(1.0, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
-                    out.problems.append(f"worker {client} did not stop: killed")
+                    out.problems.append(
+                        f"worker {client} did not stop: killed (the task dump of its mount "
+                        f"is in logs/{client}.log)"
+                    )
+                    # Where the mount's requests wait: its log gets a task dump.
+                    subprocess.run(
+                        ["pkill", "-USR1", "-f", f"-m dfs mount {rig.mounts[client]} "],
+                        check=False,
+                    )
+                    time.sleep(2.0)
                     os.killpg(w.pid, 9)
                     w.wait(10)
                 if w.returncode not in (0, None, -9):
