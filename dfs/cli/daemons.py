@@ -10,7 +10,7 @@ from typing import Any
 import trio
 
 from dfs.config import Config
-from dfs.observability.taskdump import dump_tasks_on_signal
+from dfs.observability.taskdump import dump_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -20,8 +20,8 @@ Service = Callable[..., Awaitable[Any]]
 async def _serve_until_signal(service: Service, cfg: Config) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
-            # kill -USR1: where every task is waiting, in the log.
-            await nursery.start(dump_tasks_on_signal)
+            # kill -USR1 / -USR2: where every task waits / what holds the memory, in the log.
+            await nursery.start(dump_on_signals)
             address = await nursery.start(service, cfg)
             log.info("serving on %s (config %s)", address, cfg.path)
             async for signum in signals:

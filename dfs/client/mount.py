@@ -18,7 +18,7 @@ from dfs.config import Config
 from dfs.fuse.handshake import FuseConfig
 from dfs.fuse.mount import serve
 from dfs.fuse.session import FuseSession
-from dfs.observability.taskdump import dump_tasks_on_signal
+from dfs.observability.taskdump import dump_on_signals
 from dfs.rpc.client import RpcClientPool
 from dfs.security.identity import Role
 from dfs.types import ROOT_INODE
@@ -86,8 +86,8 @@ async def run_mount(
             if cfg.http.listen:
                 await nursery.start(_run_http, cfg, name, session, ops, vfs)
             if threading.current_thread() is threading.main_thread():
-                # kill -USR1: where every request is waiting, in the log.
-                await nursery.start(dump_tasks_on_signal)
+                # kill -USR1 / -USR2: where every request waits / what holds the memory, in the log.
+                await nursery.start(dump_on_signals)
             task_status.started(session)
         await meta.close_session()
         nursery.cancel_scope.cancel()

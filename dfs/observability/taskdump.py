@@ -1,4 +1,5 @@
-"""Where every trio task of a process is waiting: a dump for an operator on SIGUSR1.
+"""Where every trio task of a process is waiting (SIGUSR1), and what holds its memory
+(SIGUSR2): dumps for an operator, in the log.
 
 ``kill -USR1 <pid>`` makes a daemon or a mount write one log record (level WARNING) that lists
 each live task with the stack of coroutine frames it is suspended in, innermost last, e.g.::
@@ -12,13 +13,21 @@ A request that never answers leaves no error in a log; this tells where it is st
 stopping the process (like ``py-spy dump`` for threads, which cannot see into trio tasks).
 ``describe`` hooks let a task say more than its coroutine's name (the FUSE session names the
 request it serves).
+
+``kill -USR2 <pid>`` logs what the memory is in: the 25 most numerous object types with their
+counts (and the change since the previous dump), and, when the process runs with
+``PYTHONTRACEMALLOC=1`` (or ``=N`` frames), the 25 source lines that allocated the most, with
+the growth since the previous dump: two dumps some minutes apart name what keeps growing.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
+import tracemalloc
 import types
+from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -101,16 +110,64 @@ def count_tasks() -> int:
     return n
 
 
-async def dump_tasks_on_signal(
-    signum: int = signal.SIGUSR1, *, task_status: Any = trio.TASK_STATUS_IGNORED
-) -> None:
-    """Log ``format_task_tree()`` each time ``signum`` arrives (main thread only)."""
-    with trio.open_signal_receiver(signum) as signals:
-        task_status.started()
-        async for _ in signals:
-            log.warning(
-                "task dump on %s: %d tasks\n%s",
-                signal.Signals(signum).name,
-                count_tasks(),
-                format_task_tree(),
+#: Entries of each table in a memory dump.
+MEMORY_TOP = 25
+
+
+class MemoryDumper:
+    """Object counts by type and (when tracing) allocation sites, each with the change since
+    the previous dump of this dumper."""
+
+    def __init__(self) -> None:
+        self._counts: Counter[str] | None = None
+        self._snapshot: tracemalloc.Snapshot | None = None
+
+    def dump(self) -> str:
+        counts: Counter[str] = Counter(type(o).__name__ for o in gc.get_objects())
+        before = self._counts
+        self._counts = counts
+        total = sum(counts.values())
+        out = [f"{total} objects tracked by the collector; most numerous types:"]
+        for name, n in counts.most_common(MEMORY_TOP):
+            change = "" if before is None else f" ({n - before.get(name, 0):+d})"
+            out.append(f"  {n:>10} {name}{change}")
+        if before is not None:
+            grown = sorted(counts, key=lambda k: before.get(k, 0) - counts[k])[:MEMORY_TOP]
+            out.append("grown most since the previous dump:")
+            out.extend(
+                f"  {counts[k] - before.get(k, 0):>+10} {k}"
+                for k in grown
+                if counts[k] > before.get(k, 0)
             )
+        if not tracemalloc.is_tracing():
+            out.append("(allocation sites: run with PYTHONTRACEMALLOC=1)")
+            return "\n".join(out)
+        snap = tracemalloc.take_snapshot().filter_traces(
+            [tracemalloc.Filter(False, tracemalloc.__file__)]
+        )
+        current, peak = tracemalloc.get_traced_memory()
+        out.append(f"traced: {current / 2**20:.1f} MiB (peak {peak / 2**20:.1f} MiB); top lines:")
+        for stat in snap.statistics("lineno")[:MEMORY_TOP]:
+            out.append(f"  {stat.size / 2**10:>10.0f} KiB {stat.count:>9} blocks {stat.traceback}")
+        if self._snapshot is not None:
+            out.append("grown most since the previous dump:")
+            for diff in snap.compare_to(self._snapshot, "lineno")[:MEMORY_TOP]:
+                out.append(
+                    f"  {diff.size_diff / 2**10:>+10.0f} KiB {diff.count_diff:>+9} blocks "
+                    f"{diff.traceback}"
+                )
+        self._snapshot = snap
+        return "\n".join(out)
+
+
+async def dump_on_signals(*, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    """SIGUSR1: the task tree; SIGUSR2: the memory dump (main thread only)."""
+    memory = MemoryDumper()
+    with trio.open_signal_receiver(signal.SIGUSR1, signal.SIGUSR2) as signals:
+        task_status.started()
+        async for signum in signals:
+            if signum == signal.SIGUSR1:
+                log.warning("task dump on SIGUSR1: %d tasks\n%s", count_tasks(), format_task_tree())
+            else:
+                text = await trio.to_thread.run_sync(memory.dump)
+                log.warning("memory dump on SIGUSR2:\n%s", text)

@@ -12,7 +12,7 @@ import trio
 from dfs.observability.taskdump import (
     count_tasks,
     describe_current_task,
-    dump_tasks_on_signal,
+    dump_on_signals,
     format_task_tree,
 )
 
@@ -51,10 +51,35 @@ async def test_tree_names_nested_tasks_and_where_they_wait() -> None:
 async def test_sigusr1_logs_the_dump(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING)
     async with trio.open_nursery() as nursery:
-        await nursery.start(dump_tasks_on_signal)
+        await nursery.start(dump_on_signals)
         os.kill(os.getpid(), signal.SIGUSR1)
+        os.kill(os.getpid(), signal.SIGUSR2)
         with trio.fail_after(5):
-            while "task dump on SIGUSR1" not in caplog.text:
+            while "memory dump on SIGUSR2" not in caplog.text or "task dump" not in caplog.text:
                 await trio.sleep(0.02)
-        assert "dump_tasks_on_signal" in caplog.text
+        assert "dump_on_signals" in caplog.text
         nursery.cancel_scope.cancel()
+
+
+def test_memory_dump_names_what_grew() -> None:
+    import tracemalloc
+
+    from dfs.observability.taskdump import MemoryDumper
+
+    class Leak:
+        pass
+
+    dumper = MemoryDumper()
+    tracemalloc.start()
+    try:
+        first = dumper.dump()
+        assert "most numerous types" in first and "traced:" in first
+        kept = [Leak() for _ in range(50_000)]
+        second = dumper.dump()
+    finally:
+        tracemalloc.stop()
+    grown = second.split("grown most since the previous dump:")[1]
+    assert "+50000 Leak" in grown
+    assert "test_taskdump.py" in second.split("traced:")[1]
+    assert len(kept) == 50_000
+    assert "PYTHONTRACEMALLOC" in MemoryDumper().dump()  # not tracing: says how to
