@@ -16,8 +16,10 @@ data under ``--data-mib / clients`` by deleting its oldest files.  Every error i
 Every ``--interval`` seconds the RSS (``VmRSS``) of every daemon (metaservers, chunkservers,
 mounts) and the workers' operation and byte rates are sampled.  At the end: a Markdown table
 per process (RSS after the warm-up, at the end, the maximum, and the least-squares slope in
-MiB/hour over the samples after the warm-up), the operation totals, errors, verification
-failures, the shared counter against the expected count and the exit code of ``dfs fsck``.
+MiB/hour over the samples after the warm-up and over their second half), the operation
+totals, errors, verification failures, the shared counter against the expected count and the
+exit code of ``dfs fsck``.  Every daemon logs a memory dump (SIGUSR2) after the warm-up and at
+the end; ``--trace-memory`` makes those name the allocation sites that grew.
 Everything is unmounted and stopped at the end, also on Ctrl-C or an error.  Exit 0 when there
 was no error, the counter is exact, every daemon lived and fsck is clean.
 """
@@ -25,6 +27,7 @@ was no error, the counter is exact, every daemon lived and fsck is clean.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import fcntl
 import hashlib
@@ -362,6 +365,12 @@ def main() -> int:
     ap.add_argument("--data-mib", type=int, default=1536, help="bound on the whole data set")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument(
+        "--trace-memory",
+        action="store_true",
+        help="run the daemons with PYTHONTRACEMALLOC=1, so that their memory dumps (SIGUSR2 "
+        "after the warm-up and at the end, in their logs) name allocation sites",
+    )
+    ap.add_argument(
         "--set",
         action="append",
         default=[],
@@ -398,13 +407,20 @@ def main() -> int:
         print(f"soak: cluster in {state}, work files in {work}", flush=True)
         up = True  # from here on, bring it down at the end even if "up" fails half-way
         settings = [a for kv in args.set for a in ("--set", kv)]
-        dfs("local", "up", "--dir", str(state), *settings, timeout=300)
+        if args.trace_memory:
+            os.environ["PYTHONTRACEMALLOC"] = "1"  # the daemons inherit it
+        try:
+            dfs("local", "up", "--dir", str(state), *settings, timeout=300)
+        finally:
+            os.environ.pop("PYTHONTRACEMALLOC", None)
         for i in range(1, args.clients):
             mp = work / f"mnt{i}"
             mp.mkdir()
             log = open(work / f"mount{i}.log", "wb")  # noqa: SIM115 (lives as long as the mount)
+            env = dict(os.environ, PYTHONTRACEMALLOC="1") if args.trace_memory else None
             proc = subprocess.Popen(
                 [*DFS, "mount", str(mp), "--config", str(state / "client.toml")],
+                env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -455,8 +471,15 @@ def main() -> int:
                 )
             )
 
+        def memory_dumps() -> None:
+            """Each daemon logs what its memory is in (SIGUSR2; the next dump shows growth)."""
+            for pid in daemons.values():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGUSR2)
+
         samples: list[dict[str, Any]] = []
         dead: set[str] = set()
+        dumped_at_warmup = False
         prev: tuple[float, int, int] | None = None
         next_t = t0
         while True:
@@ -501,7 +524,11 @@ def main() -> int:
                 f"rss(all)={total_rss:.0f} MiB load={os.getloadavg()[0]:.1f}",
                 flush=True,
             )
+            if not dumped_at_warmup and now - t0 >= args.warmup * 60:
+                memory_dumps()
+                dumped_at_warmup = True
             if all(w.poll() is not None for w in workers):
+                memory_dumps()
                 break
             if now > until + 120:
                 print("soak: workers did not stop; stopping them", flush=True)
@@ -541,11 +568,15 @@ def main() -> int:
             ]
             allv = [s["rss_kib"][name] for s in samples if s["rss_kib"].get(name) is not None]
             slope = slope_mib_per_hour(pts)
+            # Bounded structures (caches, rings, the log between snapshots) fill up first:
+            # the second half shows whether growth goes on once they are full.
+            late = slope_mib_per_hour(pts[len(pts) // 2 :])
             table[name] = {
                 "start_mib": round(pts[0][1] / 1024, 1) if pts else None,
                 "end_mib": round(pts[-1][1] / 1024, 1) if pts else None,
                 "max_mib": round(max(allv) / 1024, 1) if allv else None,
                 "slope_mib_per_hour": None if slope is None else round(slope, 2),
+                "late_slope_mib_per_hour": None if late is None else round(late, 2),
             }
         by_op: dict[str, int] = {}
         for s in stats:
@@ -579,13 +610,14 @@ def main() -> int:
         }
         print()
         print(
-            "| process | RSS after warm-up (MiB) | RSS at end (MiB) | max (MiB) | slope (MiB/h) |"
+            "| process | RSS after warm-up (MiB) | RSS at end (MiB) | max (MiB) | slope (MiB/h) "
+            "| slope, 2nd half (MiB/h) |"
         )
-        print("|---|--:|--:|--:|--:|")
+        print("|---|--:|--:|--:|--:|--:|")
         for name, row in table.items():
             print(
                 f"| {name} | {row['start_mib']} | {row['end_mib']} | {row['max_mib']} "
-                f"| {row['slope_mib_per_hour']} |"
+                f"| {row['slope_mib_per_hour']} | {row['late_slope_mib_per_hour']} |"
             )
         print()
         print("| figure | value |")
