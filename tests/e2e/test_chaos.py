@@ -46,6 +46,7 @@ import logging
 import os
 import random
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -74,8 +75,10 @@ CHUNK = ["cs1", "cs2", "cs3"]
 CLIENTS = ["c1", "c2"]
 META_PORT = 9420
 CHUNK_PORT = 9430
-#: Size of each chunkserver's tmpfs.
-CHUNK_FS_MIB = 256
+#: Size of each chunkserver's tmpfs: room for every byte a long run writes (about 400 MiB
+#: acknowledged in 50 faults, 800 MiB with goal 2), so that a full cluster is only ever a
+#: fault's doing.
+CHUNK_FS_MIB = 768
 #: Faults of the short form in the suite (about two minutes).
 SUITE_FAULTS = 20
 SUITE_SEED = int(os.environ.get("DFS_CHAOS_SEED", "1"))
@@ -730,6 +733,15 @@ def _check(rig: ChaosRig, tmp: Path, out: Outcome, corrupted: int) -> None:
         code, report = _fsck(rig)
     if code != 0:
         out.problems.append(f"dfs fsck exited {code}: {_fsck_summary(report)}")
+        st = rig.dfs("status", "--json")
+        out.notes.append(f"dfs status: {(st.stdout or st.stderr)[-3000:]}")
+        # Where the metaservers' tasks wait: a task dump in each log.
+        for name in META:
+            proc = rig.procs.get(name)
+            if proc is not None and proc.running():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGUSR1)
+        time.sleep(2.0)
         return
     # Corrupt replicas the scrubbers have not reached yet: fsck --verify finds them, and
     # --repair replaces them (the schedule flipped bytes in `corrupted` chunk files).
