@@ -189,30 +189,21 @@ class Registry:
         chunks: Iterable[tuple[int, int]],
         now: float,
     ) -> None:
-        """(Re-)register a chunkserver and replace everything known about its replicas."""
+        """(Re-)register a chunkserver and replace everything known about its replicas.
+
+        What the server lists is the truth (what this node learnt otherwise, from the log or
+        an earlier registration, may be out of date: copies deleted meanwhile, versions moved
+        by another leader), except for chunks being written: a new chunk's file appears only
+        at its first write, which may still be on its way when the server registers (every
+        server registers again after an election), so a replica under a write lease that the
+        server does not list yet is kept."""
         chunks = list(chunks)
-        kept: set[ChunkId] = set()
-        if server_id in self.servers:
-            self._forget_server_replicas(server_id)
-        else:
-            # A member that was a follower learnt locations from the log (allocations,
-            # version bumps) for a server it never saw register.  What the server lists now
-            # is the truth, except for chunks being written: a new chunk's file appears only
-            # at its first write, which may still be on its way.  Keeping the others would
-            # count copies the server deleted meanwhile (then real copies get trimmed).
-            listed = {ChunkId(c) for c, _v in chunks}
-            for cid in list(self._held.get(server_id, ())):
-                if cid in listed:
-                    continue
-                if cid in self.leases:
-                    kept.add(cid)
-                else:
-                    self._unlocate(cid, server_id)
-                    self.suspects.add(cid)
-            for table in (self.stale, self.ahead):
-                for cid in [c for c, where in table.items() if server_id in where]:
-                    if cid not in listed:
-                        self._discard(table, cid, server_id)
+        listed = {ChunkId(c) for c, _v in chunks}
+        kept = {c for c in self._held.get(server_id, ()) if c not in listed and c in self.leases}
+        seen_orphans = self.orphans.get(server_id, {})
+        self._forget_server_replicas(server_id)
+        for cid in kept:
+            self.locations.setdefault(cid, set()).add(server_id)
         self.servers[server_id] = ChunkserverInfo(
             server_id, address, zone, capacity, free, now, registered_at=now
         )
@@ -228,7 +219,8 @@ class Registry:
             info = ns.chunk_info(cid)
             if info is None:
                 if 0 < cid < ns.next_chunk_id:
-                    self.orphans.setdefault(server_id, {}).setdefault(cid, now)
+                    # Its age counts from when it was first seen, registrations or not.
+                    self.orphans.setdefault(server_id, {})[cid] = seen_orphans.get(cid, now)
                     orphans += 1
                 else:
                     unknown += 1

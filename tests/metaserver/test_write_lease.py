@@ -179,3 +179,48 @@ def test_a_new_leader_makes_every_chunkserver_register_again() -> None:
     )
     reg.heartbeat(server_id="s1", capacity=GiB, free=GiB, now=23, since=20.0)
     assert reg.missing_known(23, since=20.0) == set()
+
+
+def test_registering_again_keeps_a_new_chunk_whose_file_is_not_written_yet() -> None:
+    """Right after an election every server registers again; a chunk allocated a moment
+    before has no file on its servers until its first write lands.  Forgetting those
+    locations would leave the chunk with no replica at all (the writer gets EIO, and the
+    file is damaged for good); a registration keeps replicas under a write lease."""
+    d = Driver()
+    reg = Registry(d.ns, timeout=30.0, grace=60.0, orphan_delay=30.0)
+    for sid in ("s1", "s2"):
+        reg.register(
+            server_id=sid, address=f"{sid}:1", zone=sid, capacity=GiB, free=GiB, chunks=[], now=1
+        )
+    ino = d.create(ROOT, b"f")
+    cid = ChunkId(d.do("alloc_chunk", ino=ino, index=0)["chunk_id"])
+    reg.add_replicas(cid, ["s1", "s2"])
+    reg.leases[cid] = 100.0
+    old = ChunkId(d.do("alloc_chunk", ino=ino, index=1)["chunk_id"])
+    reg.add_replicas(old, ["s1", "s2"])  # no lease: its file must be listed to count
+    for sid in ("s1", "s2"):
+        reg.register(
+            server_id=sid, address=f"{sid}:1", zone=sid, capacity=GiB, free=GiB, chunks=[], now=5
+        )
+    assert [s.id for s in reg.valid_servers(cid, 6)] == ["s1", "s2"]
+    assert reg.valid_servers(old, 6) == []
+
+
+def test_an_orphan_keeps_its_age_across_registrations() -> None:
+    d = Driver()
+    reg = Registry(d.ns, timeout=30.0, grace=60.0, orphan_delay=30.0)
+    ino = d.create(ROOT, b"f")
+    cid = ChunkId(d.do("alloc_chunk", ino=ino, index=0)["chunk_id"])
+    d.do("unlink", parent=ROOT, name=b"f")
+    assert d.ns.chunk_info(cid) is None
+    for now in (1.0, 20.0):  # registering again (an election) does not reset its age
+        reg.register(
+            server_id="s1",
+            address="s1:1",
+            zone="z",
+            capacity=GiB,
+            free=GiB,
+            chunks=[(cid, 1)],
+            now=now,
+        )
+    assert reg.orphans["s1"] == {cid: 1.0}
