@@ -38,7 +38,7 @@ bench:
 # The seeded chaos test on network-namespace hosts: the short form (one seed, ~2 minutes) and
 # the long form (SEEDS seeds of 50 faults each, a summary table).
 chaos:
-	DFS_CHAOS=1 $(VENV)/pytest -q -s tests/e2e/test_chaos.py
+	$(VENV)/pytest -q -s tests/e2e/test_chaos.py
 
 SEEDS ?= 10
 chaos-long:

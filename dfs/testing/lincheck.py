@@ -77,7 +77,7 @@ S = TypeVar("S", bound=Hashable)
 
 
 class Model(Protocol[S]):
-    """A deterministic sequential specification.  States are immutable and hashable."""
+    """A sequential specification.  States are immutable and hashable."""
 
     def initial(self) -> S:
         """The state before the first operation."""
@@ -94,6 +94,10 @@ class Model(Protocol[S]):
     def describe(self, state: S) -> str:
         """A short human-readable rendering of ``state`` for failure reports."""
         ...
+
+
+# A model may also define ``steps(state, name, args) -> list[(answer, state)]``: every
+# outcome the operation may have (the first one is ``step``'s); the checker tries each.
 
 
 # ---------------------------------------------------------------------------- result
@@ -153,7 +157,7 @@ class _Frame:
     left: int  # completed operations not yet linearized
     first_resp: int  # index into by_response of the first one not linearized
     first_inv: int  # index into by_invoke of the first one not linearized
-    candidates: list[int]
+    candidates: list[tuple[int, int]]  # (operation, which of the model's outcomes)
     pos: int = 0
 
 
@@ -185,6 +189,12 @@ def check(
         (i for i in range(n) if ops[i].completed), key=lambda i: (ops[i].response, i)
     )
     total = len(by_response)
+    #: A model may answer an operation in more than one way (``steps``).
+    alternatives: Callable[[Any, str, tuple[Any, ...]], list[tuple[Any, Any]]] | None = getattr(
+        model, "steps", None
+    )
+    chosen: dict[int, int] = {}  # operation -> the outcome it has on the current path
+    best_chosen: dict[int, int] = {}  # the same for the longest path found (reports)
 
     def result(outcome: Outcome, nodes: int, path: list[int], reason: str = "") -> CheckResult:
         lin = tuple(ops[i] for i in path)
@@ -193,7 +203,10 @@ def check(
         state = init
         done = 0
         for i in path:
-            _answer, state = model.step(state, ops[i].name, ops[i].args)
+            if alternatives is None:
+                _answer, state = model.step(state, ops[i].name, ops[i].args)
+            else:
+                _answer, state = alternatives(state, ops[i].name, ops[i].args)[best_chosen[i]]
             done |= 1 << i
         stuck = next((ops[i] for i in by_response if not done >> i & 1), None)
         expected = model.step(state, stuck.name, stuck.args)[0] if stuck is not None else None
@@ -236,7 +249,7 @@ def check(
         # Try the operation that must go soonest first, unknown outcomes last: a quick success
         # on linearizable histories; the order does not change the verdict.
         candidates.sort(key=lambda i: (ops[i].response is None, ops[i].response or 0.0, i))
-        return _Frame(done, state, left, first_resp, first_inv, candidates)
+        return _Frame(done, state, left, first_resp, first_inv, [(i, 0) for i in candidates])
 
     if total == 0:
         return result("ok", 0, [])
@@ -252,7 +265,7 @@ def check(
             if stack:
                 path.pop()
             continue
-        i = f.candidates[f.pos]
+        i, k = f.candidates[f.pos]
         f.pos += 1
         nodes += 1
         if nodes > max_nodes:
@@ -260,7 +273,17 @@ def check(
         if time_budget is not None and nodes % 512 == 0 and clock() - start > time_budget:
             return result("unknown", nodes, best, f"time budget of {time_budget}s exceeded")
         op = ops[i]
-        answer, state = model.step(f.state, op.name, op.args)
+        if alternatives is None:
+            answer, state = model.step(f.state, op.name, op.args)
+        else:
+            # A model with several possible outcomes: try them in turn (the next one is
+            # queued right after this candidate, so backtracking reaches it).
+            outs = alternatives(f.state, op.name, op.args)
+            if k >= len(outs):
+                continue
+            if k + 1 < len(outs):
+                f.candidates.insert(f.pos, (i, k + 1))
+            answer, state = outs[k]
         if op.completed:
             if answer != op.result:
                 continue
@@ -274,8 +297,12 @@ def check(
             continue
         seen.add(key)
         path.append(i)
+        chosen[i] = k
         if len(path) > len(best):
             best = path.copy()
+            if alternatives is not None:
+                best_chosen.clear()
+                best_chosen.update((j, chosen[j]) for j in path)
         left = f.left - 1 if op.completed else f.left
         if left == 0:
             return result("ok", nodes, path)
@@ -554,6 +581,57 @@ class NamespaceModel:
         if entry[0] != DIR:
             return "ENOTDIR", t
         return tuple(t.children(path)), t
+
+
+KState = tuple[Tree, frozenset[tuple[str, str]]]
+
+
+class KernelNamespaceModel:
+    """``NamespaceModel`` as seen through the Linux VFS of a FUSE (or NFS) mount.
+
+    The kernel resolves both names of a ``rename`` itself, one lookup after the other, under
+    a lock of its own machine only, and answers ``"ok"`` without asking the file system when
+    both lead to the same inode (``vfs_rename``: "source == target").  With another client
+    renaming ``src`` to ``dst`` between the two lookups, the kernel sees the inode at ``src``
+    and then at ``dst``, and says ``"ok"`` for a rename that never happened, although no
+    single moment had both names on that inode.  So a ``rename(src, dst)`` may also answer
+    ``"ok"`` and change nothing while ``dst`` holds what an earlier successful
+    ``rename(src, dst)`` moved there (unchanged since).  (Weaker than the exact rule, which
+    also wants that earlier rename to fall inside this operation's interval: the model has no
+    clock.)  Every other operation is ``NamespaceModel``'s.
+    """
+
+    def __init__(self) -> None:
+        self._inner = NamespaceModel()
+
+    def initial(self) -> KState:
+        return (self._inner.initial(), frozenset())
+
+    def read_only(self, name: str) -> bool:
+        return self._inner.read_only(name)
+
+    def describe(self, state: KState) -> str:
+        return state[0].describe()
+
+    def step(self, state: KState, name: str, args: tuple[Any, ...]) -> tuple[Any, KState]:
+        tree, moved = state
+        answer, after = self._inner.step(tree, name, args)
+        if after is tree or answer != OK:
+            return answer, state
+        # Whatever the operation touched no longer holds what a rename moved there.
+        touched = [a for a in args if isinstance(a, str)]
+        kept = frozenset(
+            (d, src) for d, src in moved if not any(d == t or _under(d, t) for t in touched)
+        )
+        if name == "rename" and args[0] != args[1]:
+            kept |= {(args[1], args[0])}
+        return answer, (after, kept)
+
+    def steps(self, state: KState, name: str, args: tuple[Any, ...]) -> list[tuple[Any, KState]]:
+        out = [self.step(state, name, args)]
+        if name == "rename" and out[0][0] != OK and (args[1], args[0]) in state[1]:
+            out.append((OK, state))
+        return out
 
 
 # ---------------------------------------------------------------------------- recording

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from dfs.errors import ConnectionLost, DeadlineExceeded, Exists, IOFailure, NotFound, Unavailable
 from dfs.testing.lincheck import (
     OK,
+    KernelNamespaceModel,
     NamespaceModel,
     Operation,
     Recorder,
@@ -485,3 +486,37 @@ def test_checker_agrees_with_brute_force(
         response = None if duration is None else float(invoke + duration)
         history.append(Operation(client, float(invoke), response, name, args, answer))
     assert check(history, MODEL).ok == brute_force(history)
+
+
+def test_kernel_model_accepts_the_vfs_same_inode_rename() -> None:
+    """Two clients rename /c to /b at once and both are told "ok": the second one's kernel
+    saw the file at /c and then (after the first rename) at /b, and answered itself."""
+    kernel = KernelNamespaceModel()
+    start = (Tree.of(files={"/c": 0}), frozenset[tuple[str, str]]())
+    both = [
+        op(1, 1.0, 2.0, "rename", "/c", "/b"),
+        op(2, 1.5, 2.5, "rename", "/c", "/b"),
+        op(1, 3.0, 3.5, "lookup", "/c", result="ENOENT"),
+        op(2, 3.0, 3.5, "lookup", "/b", result="file"),
+    ]
+    assert check(both, MODEL, initial=start[0]).outcome == "illegal"
+    result = check(both, kernel, initial=start)
+    assert result.outcome == "ok", result.explain()
+    # Not when /b was made another way (no rename from /c put it there) ...
+    made = [
+        op(1, 1.0, 2.0, "unlink", "/c"),
+        op(1, 2.1, 2.2, "create", "/b"),
+        op(2, 3.0, 3.5, "rename", "/c", "/b"),
+    ]
+    assert check(made, kernel, initial=start).outcome == "illegal"
+    # ... nor once /b changed after the rename.
+    changed = [
+        op(1, 1.0, 2.0, "rename", "/c", "/b"),
+        op(1, 2.1, 2.2, "unlink", "/b"),
+        op(1, 2.3, 2.4, "create", "/b"),
+        op(2, 3.0, 3.5, "rename", "/c", "/b"),
+    ]
+    assert check(changed, kernel, initial=start).outcome == "illegal"
+    # Everything else is the plain model's answer.
+    assert kernel.step(start, "rename", ("/c", "/b"))[0] == OK
+    assert kernel.step(start, "unlink", ("/x",))[0] == "ENOENT"
