@@ -778,6 +778,25 @@ def test_chaos_short(tmp_path: Path) -> None:
     assert outcome.ok, "\n".join(outcome.problems)
 
 
+def recheck(tmp: Path) -> int:
+    """The linearizability checks of a recorded run, again; 0 when both pass."""
+    records = {c: _read_records(tmp / f"records-{c}.jsonl") for c in CLIENTS}
+    ns_history, counter_history = _histories(records)
+    bad = 0
+    for what, result in (
+        ("namespace", check(ns_history, KernelNamespaceModel(), time_budget=120.0)),
+        ("counter", check(counter_history, CounterModel(), time_budget=60.0)),
+    ):
+        print(
+            f"{what}: {len(ns_history if what == 'namespace' else counter_history)} "
+            f"operations, {result.outcome}"
+        )
+        if result.outcome != "ok":
+            bad += 1
+            print(result.explain())
+    return 1 if bad else 0
+
+
 def _table(outcomes: list[Outcome]) -> str:
     head = f"{'seed':>5} {'faults':>6} {'files':>6} {'incr':>5} {'unk':>4} {'errors':>6} "
     head += f"{'ns ops':>6} {'time':>6}  result"
@@ -800,6 +819,10 @@ def main(argv: list[str] | None = None) -> int:
     w.add_argument("--seed", type=int, required=True)
     w.add_argument("--out", required=True)
     w.add_argument("--stop", required=True)
+    r = sub.add_parser(
+        "recheck", help="check the histories a kept run recorded again (after a checker change)"
+    )
+    r.add_argument("dir", help="a seed's directory (kept with --keep, or left after a failure)")
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--first-seed", type=int, default=1)
     parser.add_argument("--faults", type=int, default=50)
@@ -808,6 +831,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "worker":
         Worker(Path(args.mount), args.client, args.seed, Path(args.out), Path(args.stop)).run()
         return 0
+    if args.command == "recheck":
+        return recheck(Path(args.dir))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     outcomes = []
     for seed in range(args.first_seed, args.first_seed + args.seeds):
