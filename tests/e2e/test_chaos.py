@@ -751,7 +751,10 @@ def _check(rig: ChaosRig, tmp: Path, out: Outcome, corrupted: int) -> None:
     code, report = _fsck(rig, "--verify")
     if code != 0 and isinstance(report, dict):
         counts = {k: v for k, v in report.get("counts", {}).items() if v}
-        if set(counts) <= {"corrupt_replicas"}:
+        # A corrupt replica found now leaves its chunk under its goal until it is replaced.
+        corrupt = {e["chunk_id"] for e in report.get("corrupt_replicas", [])}
+        under = {e["chunk_id"] for e in report.get("under_goal", [])}
+        if set(counts) <= {"corrupt_replicas", "under_goal"} and under <= corrupt:
             out.notes.append(
                 f"fsck --verify found {counts} of {corrupted} corrupted chunk files: repaired"
             )
