@@ -600,7 +600,9 @@ def run_chaos(seed: int, faults: int, tmp: Path) -> Outcome:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        schedule = make_schedule(seed, faults, META, CHUNK, CLIENTS)
+        # Spare faults at the end stand in for any that cannot be made (a corruption with
+        # no chunk fit for it), so that ``faults`` of them really happen.
+        schedule = make_schedule(seed, faults + max(2, faults // 10), META, CHUNK, CLIENTS)
         (tmp / "schedule.txt").write_text("".join(f"{f}\n" for f in schedule))
         chaos = Chaos(
             rig, schedule, log_path=tmp / "faults.log", metaservers=META, chunkservers=CHUNK
@@ -609,7 +611,7 @@ def run_chaos(seed: int, faults: int, tmp: Path) -> Outcome:
             # The workload under way before the first fault (and chunks old enough to be
             # corrupted: QUIET_CHUNK_AGE).
             time.sleep(WARMUP)
-            chaos.run()
+            chaos.run(at_least=faults)
             time.sleep(2.0)
         finally:
             for what in chaos.heal_everything():

@@ -229,9 +229,11 @@ class Chaos:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     # ---- running
-    def run(self, stop: Callable[[], bool] = lambda: False) -> None:
+    def run(self, stop: Callable[[], bool] = lambda: False, at_least: int | None = None) -> None:
         """Begin and end every fault at its time; returns when all are healed (or at once
-        after ``stop()`` becomes true, leaving the rest to ``heal_everything``)."""
+        after ``stop()`` becomes true, leaving the rest to ``heal_everything``).  With
+        ``at_least``, no fault begins once that many did: a schedule with spare faults
+        still makes ``at_least`` when some cannot be made (no chunk fit to corrupt...)."""
         actions: list[tuple[float, int, str, Fault]] = []
         for f in self.schedule:
             actions.append((f.at, 1, "begin", f))
@@ -247,11 +249,14 @@ class Chaos:
                 time.sleep(min(wait, 0.2))
             if stop():
                 return
+            begun = sum(1 for e in self.events if e.what == "begin")
             try:
                 if what == "begin":
+                    if at_least is not None and begun >= at_least:
+                        continue
                     state[fault.number] = self._begin(fault)
-                else:
-                    self._end(fault, state.get(fault.number))
+                elif fault.number in state:
+                    self._end(fault, state[fault.number])
             except Exception as exc:  # a fault that cannot be made is logged, the run goes on
                 self._log(fault, "skip", f"{what} failed: {exc!r}")
 
