@@ -298,17 +298,19 @@ def test_flipped_byte_is_detected_and_reported(cluster: Cluster) -> None:
 
     def repaired() -> bool:
         counts = cluster.admin_status()["counts"]
-        copies = [
-            p
-            for d in cluster.chunk_dirs()
-            for p in (d / "chunks").rglob(victim.name)
-            if p.is_file() and p.stat().st_size == len(data)
-        ]
+        copies = []
+        for d in cluster.chunk_dirs():
+            for p in (d / "chunks").rglob(victim.name):
+                try:
+                    copies.append(p.read_bytes())
+                except FileNotFoundError:
+                    continue  # the bad replica (or a surplus one) deleted meanwhile
+        whole = [c for c in copies if len(c) == len(data)]
         return bool(
             counts["bad_replicas"] == 0
             and counts["under_goal"] == 0
-            and len(copies) >= 2
-            and all(p.read_bytes() == data for p in copies)
+            and len(whole) >= 2
+            and all(c == data for c in whole)
         )
 
     wait_for(repaired, 30, "the corrupt replica to be repaired")
