@@ -80,6 +80,11 @@ class Rig:
             now=now,
         )
 
+    def commit_version(self, version: int) -> int:
+        """The chunk map at ``version`` (as an earlier leader left it)."""
+        self.d.do("set_version", chunk_id=self.cid, version=version, from_version=1, servers=[])
+        return version
+
     def map_version(self) -> int:
         info = self.d.ns.chunk_info(self.cid)
         assert info is not None
@@ -95,8 +100,7 @@ def test_a_dead_bump_of_an_earlier_term_joins_the_next_lease() -> None:
 
     async def main() -> None:
         rig = Rig(term=3)
-        committed = v(1, 7)
-        rig.d.do("set_version", chunk_id=rig.cid, version=committed, from_version=1, servers=[])
+        rig.commit_version(v(1, 7))
         # Term 2's leader moved both replicas to v(2, 1), then died before committing it.
         cs = FakeChunkservers({"s1": v(2, 1), "s2": v(2, 1)})
         rig.use(cs)
@@ -121,8 +125,7 @@ def test_a_bump_that_lands_after_the_registration_is_learnt_from_the_refusal() -
 
     async def main() -> None:
         rig = Rig(term=3)
-        committed = v(1, 7)
-        rig.d.do("set_version", chunk_id=rig.cid, version=committed, from_version=1, servers=[])
+        committed = rig.commit_version(v(1, 7))
         now = trio.current_time()
         for sid in ("s1", "s2"):
             rig.register(sid, committed, now)
@@ -142,8 +145,7 @@ def test_a_replica_ahead_by_this_terms_bump_is_not_taken_along() -> None:
 
     async def main() -> None:
         rig = Rig(term=3)
-        committed = v(1, 7)
-        rig.d.do("set_version", chunk_id=rig.cid, version=committed, from_version=1, servers=[])
+        committed = rig.commit_version(v(1, 7))
         now = trio.current_time()
         for sid in ("s1", "s2"):
             rig.register(sid, committed, now)
