@@ -73,10 +73,12 @@ class HardState:
 
 @dataclass
 class _Segment:
+    #: Index of the first record still held (the file name's index until a compaction
+    #: forgets the records before a snapshot, see ``RaftLog.compact``).
     first: int
     path: Path
-    #: Byte offset of each record; record i holds index ``first + i``.  Typed arrays (8
-    #: bytes an entry), not lists of ints (about 36): a segment holds ~300,000 records.
+    #: Byte offset of each record held; record i holds index ``first + i``.  Typed arrays (8
+    #: bytes an entry), not lists of ints (about 36): a segment holds ~600,000 records.
     offsets: array[int] = field(default_factory=lambda: array("q"))
     terms: array[int] = field(default_factory=lambda: array("q"))
     size: int = 0
@@ -191,8 +193,8 @@ class RaftLog:
                 )
             log.prev_index = LogIndex(first - 1)
             log.prev_term = Term(snapshot_term if first - 1 == snapshot_index else 0)
-            if log.last_index < snapshot_index:
-                log._reset(snapshot_index, snapshot_term)
+            if snapshot_index >= log.first_index:
+                log.compact(snapshot_index, snapshot_term)
         else:
             log.prev_index = LogIndex(snapshot_index)
             log.prev_term = Term(snapshot_term)
@@ -372,19 +374,29 @@ class RaftLog:
         fsync_dir(self.directory)
 
     def compact(self, upto_index: int, upto_term: int) -> None:
-        """Drop whole segments whose entries are all ``<= upto_index`` (covered by a snapshot
-        of that index and term).  The segment holding ``upto_index + 1`` is kept entire."""
+        """Forget the entries ``<= upto_index`` (covered by a snapshot of that index and term).
+
+        Segments holding only such entries are deleted.  The segment holding ``upto_index + 1``
+        stays on disk entire, but forgets where its earlier records are, so that the memory
+        of the index follows the entries since the snapshot, not the size of a segment (the
+        records before it are skipped again when the log is reopened with the snapshot).
+        """
         if upto_index >= self.last_index:
             self._reset(upto_index, upto_term)
             return
+        if upto_index < self.first_index:
+            return
         dropped = False
-        while len(self._segments) > 1 and self._segments[0].last <= upto_index:
+        while self._segments[0].last <= upto_index:  # the last segment holds last_index
             self._segments.pop(0).path.unlink()
             dropped = True
+        seg = self._segments[0]
+        forget = upto_index + 1 - seg.first
+        del seg.offsets[:forget]
+        del seg.terms[:forget]
+        seg.first += forget
+        self.prev_index, self.prev_term = LogIndex(upto_index), Term(upto_term)
         if dropped:
-            first = self._segments[0].first
-            self.prev_index = LogIndex(first - 1)
-            self.prev_term = Term(upto_term if first - 1 == upto_index else 0)
             fsync_dir(self.directory)
 
     def _reset(self, index: int, term: int) -> None:
