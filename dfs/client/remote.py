@@ -59,6 +59,13 @@ ATTEMPT_TIMEOUT = 2.0
 WATCH_ATTEMPT_TIMEOUT = 30.0
 
 
+def _gone(res: Any, key: str) -> InodeId | None:
+    """The inode named by ``res[key]`` when the answer says it lost its last name."""
+    if isinstance(res, dict) and res.get("gone") and isinstance(res.get(key), int):
+        return InodeId(res[key])
+    return None
+
+
 @dataclass
 class _Session:
     """A metadata session as this client holds it (see ``dfs.metaserver.sessions``)."""
@@ -388,16 +395,17 @@ class RpcMetaClient:
         res = await self._call("fs.link", {"ino": ino, "parent": parent, "name": name})
         return InodeAttr.from_wire(res)
 
-    async def unlink(self, parent: InodeId, name: bytes) -> None:
-        await self._call("fs.unlink", {"parent": parent, "name": name})
+    async def unlink(self, parent: InodeId, name: bytes) -> InodeId | None:
+        res = await self._call("fs.unlink", {"parent": parent, "name": name})
+        return _gone(res, "ino")
 
     async def rmdir(self, parent: InodeId, name: bytes) -> None:
         await self._call("fs.rmdir", {"parent": parent, "name": name})
 
     async def rename(
         self, parent: InodeId, name: bytes, newparent: InodeId, newname: bytes, flags: int
-    ) -> None:
-        await self._call(
+    ) -> InodeId | None:
+        res = await self._call(
             "fs.rename",
             {
                 "parent": parent,
@@ -407,6 +415,7 @@ class RpcMetaClient:
                 "flags": flags,
             },
         )
+        return _gone(res, "replaced")
 
     async def readlink(self, ino: InodeId) -> bytes:
         res = await self._read("fs.readlink", {"ino": ino})

@@ -36,6 +36,7 @@ from dfs.client.interfaces import (
 )
 from dfs.errors import (
     BadRequest,
+    ChunkNotFound,
     DfsError,
     Exists,
     FileTooLarge,
@@ -369,7 +370,7 @@ class Vfs:
 
     async def unlink(self, parent: InodeId, name: bytes) -> None:
         check_name(name)
-        await self.meta.unlink(parent, name)
+        self._forget_unsynced(await self.meta.unlink(parent, name))
 
     async def rmdir(self, parent: InodeId, name: bytes) -> None:
         check_name(name)
@@ -380,7 +381,13 @@ class Vfs:
     ) -> None:
         check_name(name)
         check_name(newname)
-        await self.meta.rename(parent, name, newparent, newname, flags)
+        self._forget_unsynced(await self.meta.rename(parent, name, newparent, newname, flags))
+
+    def _forget_unsynced(self, gone: InodeId | None) -> None:
+        """A closed file that lost its last name can never be fsynced again (no descriptor
+        is open on this client, and no path reaches it): its unsynced chunks need no sync."""
+        if gone is not None:
+            self._unsynced_closed.pop(gone, None)
 
     async def readlink(self, ino: InodeId) -> bytes:
         return await self.meta.readlink(ino)
@@ -691,7 +698,27 @@ class Vfs:
             ino, chunks = self._unsynced_closed.popitem(last=False)
             async with _parallel() as nursery:
                 for chunk in chunks.values():
-                    nursery.start_soon(self._sync_chunk, ino, chunk)
+                    nursery.start_soon(self._sync_forgotten, ino, chunk)
+
+    async def _sync_forgotten(self, ino: InodeId, chunk: ChunkRef) -> None:
+        """fdatasync a chunk of a closed file before forgetting it.  Its failure is not the
+        failure of the file being closed: a chunk gone with its file needs nothing, another
+        failure is logged (an fsync would have tried again)."""
+        try:
+            await self._sync_chunk(ino, chunk)
+        except DfsError as exc:
+            level = (
+                logging.DEBUG
+                if isinstance(exc, (NotFound, StaleHandle, ChunkNotFound))
+                else logging.WARNING
+            )
+            log.log(
+                level,
+                "closed file %d: sync of chunk %x before forgetting it: %s",
+                ino,
+                chunk.chunk_id,
+                exc,
+            )
 
     async def _release_leases(self, st: FileState) -> None:
         """Give up this client's write leases on the file (nothing left to commit); a failure

@@ -707,7 +707,8 @@ class Namespace:
         del d.entries[c["name"]]
         self._touch(d, now)
         self._drop_link(node, now)
-        return {"ino": node.ino}
+        # ``gone``: no name reaches the inode any more (it lives on while a client holds it)
+        return {"ino": node.ino, "gone": node.nlink == 0}
 
     def _op_rmdir(self, c: dict[str, Any]) -> dict[str, Any]:
         """``{parent, name}``: remove an empty directory."""
@@ -797,7 +798,11 @@ class Namespace:
         src.ctime_ns = now
         self._touch(sp, now)
         self._touch(dp, now)
-        return {"ino": src.ino, "replaced": dst.ino if dst is not None else None}
+        return {
+            "ino": src.ino,
+            "replaced": dst.ino if dst is not None else None,
+            "gone": dst is not None and dst.nlink == 0,
+        }
 
     def _exchange(
         self,

@@ -437,8 +437,9 @@ class MetaService:
         )
 
     async def unlink(self, peer: Peer, params: dict[str, Any]) -> Any:
+        """``{ino, gone}``: ``gone`` when that was the inode's last name."""
         p = Params(params)
-        await self._propose_in(
+        return await self._propose_in(
             peer, p, "unlink", parent=p.int("parent", min=1), name=p.bytes("name")
         )
 
@@ -449,8 +450,10 @@ class MetaService:
         )
 
     async def rename(self, peer: Peer, params: dict[str, Any]) -> Any:
+        """``{ino, replaced, gone}`` (``gone``: ``replaced`` lost its last name), or None when
+        nothing changed."""
         p = Params(params)
-        await self._propose_in(
+        return await self._propose_in(
             peer,
             p,
             "rename",

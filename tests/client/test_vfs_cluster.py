@@ -10,9 +10,17 @@ from pathlib import Path
 import pytest
 import trio
 
+from dfs.client import vfs as vfs_module
 from dfs.client.interfaces import ChunkClient, ChunkRef, Cred, SetAttr
 from dfs.client.vfs import Vfs
-from dfs.errors import Exists, FileTooLarge, IOFailure, NameTooLong, NotFound
+from dfs.errors import (
+    ChunkNotFound,
+    Exists,
+    FileTooLarge,
+    IOFailure,
+    NameTooLong,
+    NotFound,
+)
 from dfs.types import CHUNK_SIZE, ROOT_INODE, InodeId
 from tests.helpers.cluster import InProcessCluster, inprocess_cluster
 
@@ -289,3 +297,51 @@ async def test_fsync_on_a_reopened_file_reaches_the_disks(tmp_path: Path) -> Non
         await vfs.flush(fh2, sync=True)
         assert len(synced) == 1
         await vfs.release(fh2, sync=False)
+
+
+async def test_closed_unsynced_files_are_forgotten_with_their_last_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A closed, never-fsynced file is remembered for a later fsync until its last name goes
+    (unlink, or a rename over it); a forgotten file whose chunk is gone does not fail the
+    close of another one."""
+    monkeypatch.setattr(vfs_module, "MAX_UNSYNCED_CLOSED", 2)
+    async with inprocess_cluster(tmp_path) as cluster:
+        vfs = cluster.vfs
+        assert vfs is not None
+        remembered = vfs._unsynced_closed
+
+        async def closed_file(name: bytes) -> InodeId:
+            fh, ino = await create_file(vfs, name, os.urandom(5000))
+            await vfs.release(fh, sync=False)
+            return ino
+
+        a = await closed_file(b"a")
+        b = await closed_file(b"b")
+        assert list(remembered) == [a, b]
+        await vfs.link(a, ROOT_INODE, b"a2")
+        await vfs.unlink(ROOT_INODE, b"a")  # a2 still names it: an fsync may come
+        assert list(remembered) == [a, b]
+        await vfs.unlink(ROOT_INODE, b"a2")
+        assert list(remembered) == [b]
+        c = await closed_file(b"c")
+        await vfs.rename(ROOT_INODE, b"c", ROOT_INODE, b"b", 0)  # c replaces b's last name
+        assert list(remembered) == [c]
+        # Another client deletes c: this one still remembers it, and forgetting it (the
+        # bound is 2) syncs a chunk that is gone, which the next close does not see.
+        d = await closed_file(b"d")
+        await vfs.meta.unlink(ROOT_INODE, b"b")  # not through this VFS
+        gone = {ref.chunk_id for ref in remembered[c].values()}
+        real_sync = vfs.chunks.sync
+        tried: list[int] = []
+
+        async def sync(chunk: ChunkRef) -> None:
+            if chunk.chunk_id in gone:
+                tried.append(chunk.chunk_id)
+                raise ChunkNotFound(f"chunk {chunk.chunk_id:x} was deleted")
+            await real_sync(chunk)
+
+        vfs.chunks.sync = sync  # type: ignore[method-assign]
+        e = await closed_file(b"e")
+        assert list(remembered) == [d, e]
+        assert tried and set(tried) == gone

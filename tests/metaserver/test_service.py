@@ -94,14 +94,15 @@ async def test_namespace_over_rpc(certs: Certs, tmp_path: Path) -> None:
         assert names == [b"d", b"hard", b"sym"]
         sym = await c.call("fs.lookup", {"parent": 1, "name": b"sym"})
         assert await c.call("fs.readlink", {"ino": sym["ino"]}) == b"d/f"
-        assert (
-            await c.call(
-                "fs.rename",
-                {"parent": 1, "name": b"hard", "newparent": d["ino"], "newname": b"g", "flags": 0},
-            )
-            is None
-        )
-        await c.call("fs.unlink", {"parent": d["ino"], "name": b"g"})
+        assert await c.call(
+            "fs.rename",
+            {"parent": 1, "name": b"hard", "newparent": d["ino"], "newname": b"g", "flags": 0},
+        ) == {"ino": f["ino"], "replaced": None, "gone": False}
+        # d/f still names the inode; a last name's unlink answers gone=True
+        assert await c.call("fs.unlink", {"parent": d["ino"], "name": b"g"}) == {
+            "ino": f["ino"],
+            "gone": False,
+        }
         with pytest.raises(IsADirectory):
             await c.call("fs.unlink", {"parent": 1, "name": b"d"})
         await c.call("fs.setxattr", {"ino": f["ino"], "name": b"user.k", "value": b"v", "flags": 0})
