@@ -57,7 +57,13 @@ async def run_mount(
         await meta.open_session()
         nursery.start_soon(meta.keep_session_alive)
         chunks = RpcChunkClient(pool, meta, op_timeout=client_cfg.op_timeout, nursery=nursery)
-        vfs = Vfs(meta, chunks, write_buffer=client_cfg.write_buffer, nursery=nursery)
+        vfs = Vfs(
+            meta,
+            chunks,
+            write_buffer=client_cfg.write_buffer,
+            nursery=nursery,
+            read_retry=client_cfg.op_timeout,
+        )
         ops = DfsOperations(
             vfs,
             attr_timeout=client_cfg.attr_timeout,

@@ -99,6 +99,10 @@ MAX_UNSYNCED_CLOSED = 4096
 #: Seconds a closed file's hold waits before its release is sent: releases go in batches,
 #: and a file opened again within it costs no metadata commit.
 RELEASE_DELAY = 0.05
+#: A read that no replica answered asks for the chunk's locations again at once, then after
+#: waits doubling from the first to the longest (seconds), until ``read_retry`` has passed.
+READ_RETRY_FIRST = 0.1
+READ_RETRY_MAX = 2.0
 #: relatime: a read also updates an access time older than this.
 RELATIME_AGE_NS = 24 * 3600 * 10**9
 #: Whose credentials an access-time update carries (the kernel checked the read).
@@ -198,13 +202,16 @@ class Vfs:
         *,
         write_buffer: int,
         nursery: trio.Nursery | None = None,
+        read_retry: float = 60.0,
     ) -> None:
         """``nursery`` runs background flushes (write-behind): a full write buffer is sent
         while the writer goes on filling the next one.  Without it a full buffer is flushed
-        before the write that filled it returns."""
+        before the write that filled it returns.  ``read_retry``: seconds a read waits for a
+        replica of a chunk to answer before it fails (the client's ``op_timeout``)."""
         self.meta = meta
         self.chunks = chunks
         self.write_buffer = write_buffer
+        self.read_retry = read_retry
         self._files: dict[InodeId, FileState] = {}
         #: Chunks written through files that are now closed but were never fsynced: a later
         #: fsync on a new descriptor of the same file must still reach the disks (Linux
@@ -889,18 +896,33 @@ class Vfs:
         if chunk is None:
             return b""  # a hole: zeros
         in_chunk = lo - index * CHUNK_SIZE
-        await self._io_slot()
-        try:
-            return await self.chunks.read(chunk, in_chunk, hi - lo)
-        except IOFailure:
-            # Locations may be stale (a server died or was replaced): ask again once.
+        deadline = trio.current_time() + self.read_retry
+        delay = 0.0
+        while True:
+            await self._io_slot()
+            try:
+                return await self.chunks.read(chunk, in_chunk, hi - lo)
+            except IOFailure as exc:
+                # No replica answered.  The locations may be stale (a server died or was
+                # replaced: ask again at once); or every replica is away for now (restarting,
+                # cut off, its only current copy being re-replicated): wait for one, as long
+                # as an operation may wait for the cluster, before the read fails with EIO.
+                if trio.current_time() + delay > deadline:
+                    raise
+                log.info(
+                    "read of chunk %x: %s; asking for its locations again in %.1f s",
+                    chunk.chunk_id,
+                    exc,
+                    delay,
+                )
+            finally:
+                self._io_limit.release()
+            await trio.sleep(delay)
+            delay = min(max(delay * 2, READ_RETRY_FIRST), READ_RETRY_MAX)
             fresh = await self.meta.file_chunks(st.ino, index, 1)
             if not fresh:
                 return b""
-            st.chunks[index] = fresh[0]
-            return await self.chunks.read(fresh[0], in_chunk, hi - lo)
-        finally:
-            self._io_limit.release()
+            chunk = st.chunks[index] = fresh[0]
 
     # ------------------------------------------------------------------ locks
     async def getlk(

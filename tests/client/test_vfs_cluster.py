@@ -135,6 +135,37 @@ async def test_reads_survive_a_dead_chunkserver(tmp_path: Path) -> None:
             assert await read_all(vfs, inos[name], len(data) + 10) == data
 
 
+async def test_a_read_waits_for_a_replica_to_come_back(tmp_path: Path) -> None:
+    """No replica answers for a while (both restarting): the read asks for the locations again
+    and waits, then returns the data; it fails with EIO only after ``read_retry``."""
+    async with inprocess_cluster(tmp_path) as cluster:
+        vfs = cluster.vfs
+        assert vfs is not None
+        data = os.urandom(100_000)
+        fh, ino = await create_file(vfs, b"f", data)
+        await vfs.release(fh, sync=True)
+        real_read = vfs.chunks.read
+        away = [5]  # reads refused before "the servers are back"
+
+        async def read(chunk: ChunkRef, offset: int, length: int) -> bytes:
+            if away[0] > 0:
+                away[0] -= 1
+                raise IOFailure(f"chunk {chunk.chunk_id:x}: no replica could serve it")
+            return await real_read(chunk, offset, length)
+
+        vfs.chunks.read = read  # type: ignore[method-assign]
+        vfs.read_retry = 30.0
+        started = trio.current_time()
+        assert await read_all(vfs, ino, len(data)) == data
+        assert away == [0]
+        assert trio.current_time() - started >= 0.1 + 0.2 + 0.4 + 0.8  # it waited between
+        away[0] = 1_000
+        vfs.read_retry = 1.0
+        with pytest.raises(IOFailure):
+            await read_all(vfs, ino, len(data))
+        assert 1_000 - away[0] < 10  # gave up after ~1 s, a handful of tries
+
+
 async def test_corrupt_replica_is_skipped_and_reported(tmp_path: Path) -> None:
     async with inprocess_cluster(tmp_path) as cluster:
         vfs = cluster.vfs
