@@ -896,7 +896,7 @@ class Vfs:
         if chunk is None:
             return b""  # a hole: zeros
         in_chunk = lo - index * CHUNK_SIZE
-        deadline = trio.current_time() + self.read_retry
+        deadline: float | None = None  # set by the first failure: no clock read per read
         delay = 0.0
         while True:
             await self._io_slot()
@@ -907,7 +907,10 @@ class Vfs:
                 # replaced: ask again at once); or every replica is away for now (restarting,
                 # cut off, its only current copy being re-replicated): wait for one, as long
                 # as an operation may wait for the cluster, before the read fails with EIO.
-                if trio.current_time() + delay > deadline:
+                now = trio.current_time()
+                if deadline is None:
+                    deadline = now + self.read_retry
+                if now + delay > deadline:
                     raise
                 log.info(
                     "read of chunk %x: %s; asking for its locations again in %.1f s",
