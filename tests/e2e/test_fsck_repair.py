@@ -67,12 +67,12 @@ def test_fsck_reports_every_kind_of_damage_and_repair_fixes_it(tmp_path: Path) -
         (m / "one").mkdir()
         run_dfs("setgoal", "1", str(m / "one"))
         write(m / "one" / "lost.bin", MiB)
-        # Enough candidates of each kind that one is placed as the damage needs (goal 2 on
-        # four servers: a file avoids K with odds 1/2, holds Z but not K with odds 1/3).
+        # Candidates of each kind, so that one is placed as the damage needs (goal 2 on four
+        # servers, none of its replicas on K); pick() writes more if none is.
         for kind in "dcs":
-            for i in range(16):
+            for i in range(8):
                 write(m / f"{kind}{i}.bin", 256 * 1024)
-        for i in range(32):
+        for i in range(8):
             write(m / f"u{i}.bin", 100_000)
         for i in range(6):
             write(m / f"k{i}.bin", 300_000)
@@ -81,23 +81,30 @@ def test_fsck_reports_every_kind_of_damage_and_repair_fixes_it(tmp_path: Path) -
         # The killed chunkserver K is where the goal-1 file's only replica is.
         _lost_cid, (k,) = _replicas(c, m / "one" / "lost.bin")
 
-        def pick(kind: str) -> Path:
-            """A file of that kind with no replica on K (so K's death does not lose it)."""
-            return next(p for p in sorted(m.glob(f"{kind}*.bin")) if k not in _replicas(c, p)[1])
+        def pick(kind: str, size: int) -> Path:
+            """A file of that kind with no replica on K (so K's death does not lose it).
+            Placement goes by free space, not by chance, so if none of the files written so
+            far avoids K, more are written (a bounded number) until one does."""
+            for p in sorted(m.glob(f"{kind}*.bin")):
+                if k not in _replicas(c, p)[1]:
+                    return p
+            for i in range(100, 164):
+                p = m / f"{kind}{i}.bin"
+                write(p, size)
+                if k not in _replicas(c, p)[1]:
+                    return p
+            raise AssertionError(f"64 more {kind}-files and every one has a replica on {k}")
 
-        d_file, c_file, s_file = pick("d"), pick("c"), pick("s")
+        d_file, c_file = pick("d", 256 * 1024), pick("c", 256 * 1024)
+        s_file, u = pick("s", 256 * 1024), pick("u", 100_000)
         run_dfs("admin", "replication", "pause", *admin)  # keep the damage for fsck to see
 
         # A stale replica and an orphan on Z: Z is down while s.bin is overwritten and
-        # u?.bin (one with a replica on Z) is unlinked, and the metaserver restarts meanwhile
-        # (its queue of deletions for Z is soft state): Z comes back with both.
-        z = _replicas(c, s_file)[1][0]
-        u = next(
-            p
-            for p in sorted(m.glob("u*.bin"))
-            if z in _replicas(c, p)[1] and k not in _replicas(c, p)[1]
-        )
-        u_cid, _ = _replicas(c, u)
+        # u?.bin is unlinked, and the metaserver restarts meanwhile (its queue of deletions
+        # for Z is soft state): Z comes back with both.  Both files have two replicas on the
+        # three servers other than K, so they share one: that is Z.
+        u_cid, u_servers = _replicas(c, u)
+        z = min(set(_replicas(c, s_file)[1]) & set(u_servers))
         os.kill(c.pid(z), signal.SIGKILL)
         time.sleep(0.5)
         blob = os.urandom(256 * 1024)  # in place: a truncate would free the chunk instead
