@@ -18,8 +18,8 @@ import os
 import stat
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 
 import trio
@@ -192,6 +192,19 @@ def _unclean(st: FileState) -> bool:
     return bool(st.dirty) or st.size_dirty or st.written or st.behind is not None
 
 
+@contextmanager
+def _named(ino: InodeId) -> Iterator[None]:
+    """An operation on an inode the kernel found by name: if the inode is gone, the name the
+    kernel cached now points at a file another client removed or renamed over, and the answer
+    is ESTALE, not ENOENT.  The kernel then walks the path again (``retry_estale``, as for
+    NFS), so ``stat`` of a name that always exists (``rename`` over it is atomic) never fails
+    with ENOENT on another client."""
+    try:
+        yield
+    except NotFound:
+        raise StaleHandle(f"inode {ino} no longer exists") from None
+
+
 class Vfs:
     """File-system operations on top of the metadata and chunk services."""
 
@@ -268,9 +281,13 @@ class Vfs:
             for handle in self._dirs.values():
                 if handle.ino == ino:
                     return dataclasses.replace(handle.entries[0][1], nlink=0)
-            raise
+            raise StaleHandle(f"inode {ino} no longer exists") from None
 
     async def setattr(self, ino: InodeId, changes: SetAttr, cred: Cred) -> InodeAttr:
+        with _named(ino):
+            return await self._setattr(ino, changes, cred)
+
+    async def _setattr(self, ino: InodeId, changes: SetAttr, cred: Cred) -> InodeAttr:
         st = self._files.get(ino)
         if changes.size is not None:
             if changes.size > MAX_FILE_SIZE:
@@ -373,7 +390,8 @@ class Vfs:
 
     async def link(self, ino: InodeId, parent: InodeId, name: bytes) -> InodeAttr:
         check_name(name)
-        return self._overlay(await self.meta.link(ino, parent, name))
+        with _named(ino):
+            return self._overlay(await self.meta.link(ino, parent, name))
 
     async def unlink(self, parent: InodeId, name: bytes) -> None:
         check_name(name)
@@ -397,7 +415,8 @@ class Vfs:
             self._unsynced_closed.pop(gone, None)
 
     async def readlink(self, ino: InodeId) -> bytes:
-        return await self.meta.readlink(ino)
+        with _named(ino):
+            return await self.meta.readlink(ino)
 
     async def statfs(self) -> StatFs:
         return await self.meta.statfs()
@@ -412,7 +431,8 @@ class Vfs:
         if name == XATTR_GOAL:
             await self.setgoal(ino, parse_goal(value), cred)
             return
-        await self.meta.setxattr(ino, name, value, flags, cred)
+        with _named(ino):
+            await self.meta.setxattr(ino, name, value, flags, cred)
         st = self._files.get(ino)
         if st is not None and name == XATTR_CAPABILITY:
             st.no_capability = False
@@ -420,7 +440,7 @@ class Vfs:
     async def getxattr(self, ino: InodeId, name: bytes) -> bytes:
         check_xattr_name(name)
         if name == XATTR_GOAL:
-            attr = await self.meta.getattr(ino)
+            attr = await self.getattr(ino)
             if not (stat.S_ISREG(attr.mode) or stat.S_ISDIR(attr.mode)):
                 raise NoAttribute("only regular files and directories have a goal")
             return str(attr.goal).encode("ascii")
@@ -428,7 +448,8 @@ class Vfs:
         if name == XATTR_CAPABILITY and st is not None and st.no_capability:
             raise NoAttribute()
         try:
-            return await self.meta.getxattr(ino, name)
+            with _named(ino):
+                return await self.meta.getxattr(ino, name)
         except NoAttribute:
             if name == XATTR_CAPABILITY and st is not None:
                 st.no_capability = True
@@ -439,17 +460,18 @@ class Vfs:
         to CAP_SYS_ADMIN only)."""
         # The goal is not listed: copying tools (cp -a, rsync -X) would otherwise carry it
         # to other file systems, and a listing should show stored attributes only.
+        with _named(ino):
+            names = await self.meta.listxattr(ino)
         return [
-            n
-            for n in await self.meta.listxattr(ino)
-            if n != XATTR_GOAL and (privileged or not n.startswith(b"trusted."))
+            n for n in names if n != XATTR_GOAL and (privileged or not n.startswith(b"trusted."))
         ]
 
     async def removexattr(self, ino: InodeId, name: bytes, cred: Cred | None = None) -> None:
         check_xattr_name(name)
         if name == XATTR_GOAL:
             raise InvalidArgument("the replication goal can be changed but not removed")
-        await self.meta.removexattr(ino, name, cred)
+        with _named(ino):
+            await self.meta.removexattr(ino, name, cred)
 
     # ------------------------------------------------------------------ replication goal
     async def setgoal(self, ino: InodeId, goal: int, cred: Cred) -> InodeAttr:
@@ -458,10 +480,11 @@ class Vfs:
         exist keep their replicas, chunks allocated from now on get ``goal`` of them."""
         if not MIN_GOAL <= goal <= MAX_GOAL:
             raise InvalidArgument(f"goal {goal} is not between {MIN_GOAL} and {MAX_GOAL}")
-        return self._overlay(await self.meta.setgoal(ino, goal, cred))
+        with _named(ino):
+            return self._overlay(await self.meta.setgoal(ino, goal, cred))
 
     async def getgoal(self, ino: InodeId) -> int:
-        return (await self.meta.getattr(ino)).goal
+        return (await self.getattr(ino)).goal
 
     # ------------------------------------------------------------------ files
     def _new_fh(self) -> int:
@@ -490,12 +513,8 @@ class Vfs:
         return handle
 
     async def open(self, ino: InodeId, flags: int) -> tuple[int, InodeAttr]:
-        try:
+        with _named(ino):
             attr = await self._hold(ino)
-        except NotFound:
-            # The kernel's cached name points at an inode another client removed: ESTALE
-            # makes it walk the path again instead of failing the open (NFS does the same).
-            raise StaleHandle(f"inode {ino} no longer exists") from None
         if stat.S_ISDIR(attr.mode):
             raise IsADirectory()
         return self._attach(attr, flags).fh, attr
@@ -1038,10 +1057,11 @@ class Vfs:
 
     # ------------------------------------------------------------------ directories
     async def opendir(self, ino: InodeId) -> int:
-        attr = await self.meta.getattr(ino)
-        if not stat.S_ISDIR(attr.mode):
-            raise NotADirectory()
-        listing = await self.meta.readdir(ino)
+        with _named(ino):
+            attr = await self.meta.getattr(ino)
+            if not stat.S_ISDIR(attr.mode):
+                raise NotADirectory()
+            listing = await self.meta.readdir(ino)
         entries = [(b".", attr), (b"..", attr), *listing]
         fh = self._new_fh()
         self._dirs[fh] = DirHandle(

@@ -20,6 +20,7 @@ from dfs.errors import (
     IOFailure,
     NameTooLong,
     NotFound,
+    StaleHandle,
 )
 from dfs.types import CHUNK_SIZE, ROOT_INODE, InodeId
 from tests.helpers.cluster import InProcessCluster, inprocess_cluster
@@ -102,6 +103,42 @@ async def test_explicit_mtime_survives_the_close(tmp_path: Path) -> None:
         await vfs.release(fh, sync=False)
         attr = await vfs.getattr(ino)
         assert (attr.mtime_ns, attr.size) == (1_000_000_000, 100)
+
+
+async def test_an_inode_removed_by_another_client_is_stale_not_missing(tmp_path: Path) -> None:
+    """The kernel asks about an inode it found by name; if that inode is gone (another client
+    removed it, or renamed another file over its name), the answer is ESTALE, on which the
+    kernel looks the name up again (ENOENT would tell the caller the name does not exist)."""
+    async with inprocess_cluster(tmp_path) as cluster:
+        vfs = cluster.vfs
+        assert vfs is not None
+        fh, ino = await create_file(vfs, b"f", b"data")
+        await vfs.release(fh, sync=True)
+        link = await vfs.symlink(ROOT_INODE, b"l", b"target", ROOT)
+        d = await vfs.mkdir(ROOT_INODE, b"d", 0o755, ROOT)
+        await vfs.unlink(ROOT_INODE, b"f")
+        await vfs.unlink(ROOT_INODE, b"l")
+        await vfs.rmdir(ROOT_INODE, b"d")
+        for call in (
+            lambda: vfs.getattr(ino),
+            lambda: vfs.setattr(ino, SetAttr(mode=0o600), ROOT),
+            lambda: vfs.setattr(ino, SetAttr(size=0), ROOT),
+            lambda: vfs.open(ino, os.O_RDONLY),
+            lambda: vfs.link(ino, ROOT_INODE, b"again"),
+            lambda: vfs.getxattr(ino, b"user.k"),
+            lambda: vfs.getxattr(ino, b"user.dfs.goal"),
+            lambda: vfs.setxattr(ino, b"user.k", b"v", 0, ROOT),
+            lambda: vfs.listxattr(ino),
+            lambda: vfs.removexattr(ino, b"user.k", ROOT),
+            lambda: vfs.readlink(link.ino),
+            lambda: vfs.opendir(d.ino),
+            lambda: vfs.getattr(d.ino),
+        ):
+            with pytest.raises(StaleHandle):
+                await call()
+        # A name that is not there is still ENOENT.
+        with pytest.raises(NotFound):
+            await vfs.lookup(ROOT_INODE, b"f")
 
 
 async def test_namespace_errors_are_typed(tmp_path: Path) -> None:

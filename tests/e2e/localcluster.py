@@ -104,6 +104,30 @@ def local_cluster(tmp: Path, *create_args: str) -> Iterator[Cluster]:
             cluster.force_cleanup()
 
 
+@contextlib.contextmanager
+def second_mount(cluster: Cluster, where: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """Another client process mounting the same cluster at ``where``."""
+    where.mkdir(exist_ok=True)
+    log = open(where.parent / f"{where.name}.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [*DFS, "mount", str(where), "--config", str(cluster.state / "client.toml")],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for(lambda: os.path.ismount(where), 30, f"the second mount at {where}")
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        subprocess.run(["umount", "-l", str(where)], capture_output=True, check=False)
+        log.close()
+
+
 def add_chunkserver(cluster: Cluster, cs_id: str, **settings: Any) -> subprocess.Popen[bytes]:
     """Join a new chunkserver to the running cluster the way an operator does: a certificate
     from the cluster CA, a config naming the metaservers, and ``dfs chunkserver --config``.

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.localcluster import DFS, Cluster, local_cluster, run_dfs, wait_for
+from tests.e2e.localcluster import Cluster, local_cluster, run_dfs, second_mount, wait_for
 
 pytestmark = pytest.mark.mount
 
@@ -27,30 +27,6 @@ pytestmark = pytest.mark.mount
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     with local_cluster(tmp_path_factory.mktemp("dfs-locks")) as c:
         yield c
-
-
-@contextlib.contextmanager
-def second_mount(cluster: Cluster, where: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """Another client process mounting the same cluster at ``where``."""
-    where.mkdir(exist_ok=True)
-    log = open(where.parent / f"{where.name}.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [*DFS, "mount", str(where), "--config", str(cluster.state / "client.toml")],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        wait_for(lambda: os.path.ismount(where), 30, f"the second mount at {where}")
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        subprocess.run(["umount", "-l", str(where)], capture_output=True, check=False)
-        log.close()
 
 
 def locks_listing(cluster: Cluster) -> dict[str, list[dict[str, int]]]:
