@@ -62,7 +62,7 @@ async def run_mount(
             chunks,
             write_buffer=client_cfg.write_buffer,
             nursery=nursery,
-            read_retry=client_cfg.op_timeout,
+            io_retry=client_cfg.op_timeout,
         )
         ops = DfsOperations(
             vfs,

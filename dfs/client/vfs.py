@@ -99,10 +99,11 @@ MAX_UNSYNCED_CLOSED = 4096
 #: Seconds a closed file's hold waits before its release is sent: releases go in batches,
 #: and a file opened again within it costs no metadata commit.
 RELEASE_DELAY = 0.05
-#: A read that no replica answered asks for the chunk's locations again at once, then after
-#: waits doubling from the first to the longest (seconds), until ``read_retry`` has passed.
-READ_RETRY_FIRST = 0.1
-READ_RETRY_MAX = 2.0
+#: A read no replica answered, or a write lease no replica could take, is tried again at
+#: once, then after waits doubling from the first to the longest (seconds), until
+#: ``io_retry`` has passed since the first failure.
+RETRY_FIRST = 0.1
+RETRY_MAX = 2.0
 #: relatime: a read also updates an access time older than this.
 RELATIME_AGE_NS = 24 * 3600 * 10**9
 #: Whose credentials an access-time update carries (the kernel checked the read).
@@ -192,6 +193,29 @@ def _unclean(st: FileState) -> bool:
     return bool(st.dirty) or st.size_dirty or st.written or st.behind is not None
 
 
+class _Patience:
+    """The waits between tries of something the cluster cannot serve right now (every
+    replica restarting or cut off, a chunk's version being settled after a leader change):
+    again at once, then after waits doubling from RETRY_FIRST to RETRY_MAX, until ``limit``
+    seconds have passed since the first failure (no clock is read before one)."""
+
+    def __init__(self, limit: float) -> None:
+        self.limit = limit
+        self.deadline: float | None = None
+        self.delay = 0.0
+
+    def next_wait(self) -> float | None:
+        """Seconds to wait before the next try; None when it is time to give up."""
+        now = trio.current_time()
+        if self.deadline is None:
+            self.deadline = now + self.limit
+        if now + self.delay > self.deadline:
+            return None
+        wait = self.delay
+        self.delay = min(max(self.delay * 2, RETRY_FIRST), RETRY_MAX)
+        return wait
+
+
 @contextmanager
 def _named(ino: InodeId) -> Iterator[None]:
     """An operation on an inode the kernel found by name: if the inode is gone, the name the
@@ -215,16 +239,17 @@ class Vfs:
         *,
         write_buffer: int,
         nursery: trio.Nursery | None = None,
-        read_retry: float = 60.0,
+        io_retry: float = 60.0,
     ) -> None:
         """``nursery`` runs background flushes (write-behind): a full write buffer is sent
         while the writer goes on filling the next one.  Without it a full buffer is flushed
-        before the write that filled it returns.  ``read_retry``: seconds a read waits for a
-        replica of a chunk to answer before it fails (the client's ``op_timeout``)."""
+        before the write that filled it returns.  ``io_retry``: seconds a read waits for a
+        replica of a chunk to answer, and a write for a replica that can take it, before it
+        fails (the client's ``op_timeout``)."""
         self.meta = meta
         self.chunks = chunks
         self.write_buffer = write_buffer
-        self.read_retry = read_retry
+        self.io_retry = io_retry
         self._files: dict[InodeId, FileState] = {}
         #: Chunks written through files that are now closed but were never fsynced: a later
         #: fsync on a new descriptor of the same file must still reach the disks (Linux
@@ -323,12 +348,44 @@ class Vfs:
             if trim.trim_length < 0 or not trim.servers:
                 continue
             length = trim.trim_length
-            chunk = await self.meta.alloc_chunk(ino, trim.index)
+            chunk = await self._alloc(ino, trim.index)
 
             async def cut(ref: ChunkRef, length: int = length) -> None:
                 await self.chunks.truncate(ref, length)
 
             await self._on_replicas(ino, chunk, cut)
+
+    async def _alloc(
+        self,
+        ino: InodeId,
+        index: int,
+        *,
+        failed: str | None = None,
+        version: int | None = None,
+        code: str | None = None,
+    ) -> ChunkRef:
+        """``meta.alloc_chunk``: the chunk under a write lease.  When no replica can take the
+        write right now (all restarting or cut off; their version still being settled after
+        a leader change), ask again as a read waits for a replica: for up to ``io_retry``,
+        then the error (EIO).  A full disk (NoSpace) is an answer, not waited out."""
+        patience = _Patience(self.io_retry)
+        while True:
+            try:
+                return await self.meta.alloc_chunk(
+                    ino, index, failed=failed, version=version, code=code
+                )
+            except IOFailure as exc:
+                wait = patience.next_wait()
+                if wait is None:
+                    raise
+                log.info(
+                    "write lease of chunk %d of inode %d: %s; asking again in %.1f s",
+                    index,
+                    ino,
+                    exc,
+                    wait,
+                )
+            await trio.sleep(wait)
 
     async def _on_replicas(
         self,
@@ -357,7 +414,7 @@ class Vfs:
                     failed or "?",
                     exc.code,
                 )
-                chunk = await self.meta.alloc_chunk(
+                chunk = await self._alloc(
                     ino,
                     chunk.index,
                     failed=failed if isinstance(failed, str) else None,
@@ -761,7 +818,7 @@ class Vfs:
         held = st.leases.get(index)
         if held is not None and trio.current_time() < held[1]:
             return held[0]
-        chunk = await self.meta.alloc_chunk(st.ino, index)
+        chunk = await self._alloc(st.ino, index)
         self._remember_lease(st, chunk)
         return chunk
 
@@ -915,8 +972,7 @@ class Vfs:
         if chunk is None:
             return b""  # a hole: zeros
         in_chunk = lo - index * CHUNK_SIZE
-        deadline: float | None = None  # set by the first failure: no clock read per read
-        delay = 0.0
+        patience = _Patience(self.io_retry)
         while True:
             await self._io_slot()
             try:
@@ -926,21 +982,18 @@ class Vfs:
                 # replaced: ask again at once); or every replica is away for now (restarting,
                 # cut off, its only current copy being re-replicated): wait for one, as long
                 # as an operation may wait for the cluster, before the read fails with EIO.
-                now = trio.current_time()
-                if deadline is None:
-                    deadline = now + self.read_retry
-                if now + delay > deadline:
+                wait = patience.next_wait()
+                if wait is None:
                     raise
                 log.info(
                     "read of chunk %x: %s; asking for its locations again in %.1f s",
                     chunk.chunk_id,
                     exc,
-                    delay,
+                    wait,
                 )
             finally:
                 self._io_limit.release()
-            await trio.sleep(delay)
-            delay = min(max(delay * 2, READ_RETRY_FIRST), READ_RETRY_MAX)
+            await trio.sleep(wait)
             fresh = await self.meta.file_chunks(st.ino, index, 1)
             if not fresh:
                 return b""

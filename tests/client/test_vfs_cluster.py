@@ -6,6 +6,7 @@ import os
 import random
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -174,7 +175,7 @@ async def test_reads_survive_a_dead_chunkserver(tmp_path: Path) -> None:
 
 async def test_a_read_waits_for_a_replica_to_come_back(tmp_path: Path) -> None:
     """No replica answers for a while (both restarting): the read asks for the locations again
-    and waits, then returns the data; it fails with EIO only after ``read_retry``."""
+    and waits, then returns the data; it fails with EIO only after ``io_retry``."""
     async with inprocess_cluster(tmp_path) as cluster:
         vfs = cluster.vfs
         assert vfs is not None
@@ -191,15 +192,48 @@ async def test_a_read_waits_for_a_replica_to_come_back(tmp_path: Path) -> None:
             return await real_read(chunk, offset, length)
 
         vfs.chunks.read = read  # type: ignore[method-assign]
-        vfs.read_retry = 30.0
+        vfs.io_retry = 30.0
         started = trio.current_time()
         assert await read_all(vfs, ino, len(data)) == data
         assert away == [0]
         assert trio.current_time() - started >= 0.1 + 0.2 + 0.4 + 0.8  # it waited between
         away[0] = 1_000
-        vfs.read_retry = 1.0
+        vfs.io_retry = 1.0
         with pytest.raises(IOFailure):
             await read_all(vfs, ino, len(data))
+        assert 1_000 - away[0] < 10  # gave up after ~1 s, a handful of tries
+
+
+async def test_a_write_waits_for_a_replica_that_can_take_it(tmp_path: Path) -> None:
+    """No replica can take a write for a while (the metaserver answers the lease with EIO:
+    all replicas restarting, or their version being settled after a leader change): the
+    flush asks again and waits, then lands; it fails with EIO only after ``io_retry``."""
+    async with inprocess_cluster(tmp_path) as cluster:
+        vfs = cluster.vfs
+        assert vfs is not None
+        real_alloc = vfs.meta.alloc_chunk
+        away = [5]  # leases refused before "the replicas are back"
+
+        async def alloc_chunk(ino: InodeId, index: int, **kw: Any) -> ChunkRef:
+            if away[0] > 0:
+                away[0] -= 1
+                raise IOFailure(f"chunk of inode {ino}: no live replica to write to")
+            return await real_alloc(ino, index, **kw)
+
+        vfs.meta.alloc_chunk = alloc_chunk  # type: ignore[method-assign]
+        vfs.io_retry = 30.0
+        data = os.urandom(100_000)
+        started = trio.current_time()
+        fh, ino = await create_file(vfs, b"w", data)
+        await vfs.release(fh, sync=True)
+        assert away == [0]
+        assert trio.current_time() - started >= 0.1 + 0.2 + 0.4 + 0.8  # it waited between
+        assert await read_all(vfs, ino, len(data)) == data
+        away[0] = 1_000
+        vfs.io_retry = 1.0
+        fh, ino = await create_file(vfs, b"w2", data)
+        with pytest.raises(IOFailure):
+            await vfs.release(fh, sync=True)
         assert 1_000 - away[0] < 10  # gave up after ~1 s, a handful of tries
 
 
