@@ -367,7 +367,9 @@ class Vfs:
         """``meta.alloc_chunk``: the chunk under a write lease.  When no replica can take the
         write right now (all restarting or cut off; their version still being settled after
         a leader change), ask again as a read waits for a replica: for up to ``io_retry``,
-        then the error (EIO).  A full disk (NoSpace) is an answer, not waited out."""
+        then the error (EIO).  A full disk (NoSpace) is an answer, not waited out.  The
+        failed replica is reported with the first request only: the leader dropped it then,
+        and it may be back (registered again) by the next one."""
         patience = _Patience(self.io_retry)
         while True:
             try:
@@ -378,6 +380,7 @@ class Vfs:
                 wait = patience.next_wait()
                 if wait is None:
                     raise
+                failed = version = code = None
                 log.info(
                     "write lease of chunk %d of inode %d: %s; asking again in %.1f s",
                     index,

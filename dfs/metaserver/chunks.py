@@ -387,7 +387,11 @@ class ChunkKeeper:
                 logger.info(
                     "chunk %d: writer reports replica on %s failed (%s)", cid, failed, failed_code
                 )
-                self.registry.drop_replica(cid, failed)
+                if self.registry.locations.get(cid, set()) - {failed}:
+                    self.registry.drop_replica(cid, failed)
+                # else the only replica: kept (dropped, the chunk would be lost to the map
+                # until that server registers again, which a healthy server never does); the
+                # new version goes to it if it answers, else the writer waits for it.
                 force = True
             live = self.registry.valid_servers(cid, now)
             valid = self.registry.locations.get(cid, set())

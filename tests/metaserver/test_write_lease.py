@@ -162,6 +162,34 @@ def test_a_replica_ahead_by_this_terms_bump_is_not_taken_along() -> None:
     trio.run(main)
 
 
+def test_a_writer_reporting_the_only_replica_failed_does_not_lose_the_chunk() -> None:
+    """A writer could not reach the chunk's only replica (cut off for a moment): the replica
+    stays where the map knows it, and the next lease moves it to a new version as soon as
+    the server answers.  Dropping it would leave the chunk without a location until that
+    server registers again, which one that never stopped does not."""
+
+    async def main() -> None:
+        rig = Rig(term=3)
+        committed = rig.commit_version(v(1, 7))
+        now = trio.current_time()
+        rig.register("s1", committed, now)
+        cs = FakeChunkservers({"s1": committed})
+        rig.use(cs)
+        await rig.keeper.write_lease(rig.cid, failed="s1", failed_version=committed)
+        assert rig.map_version() == cs.versions["s1"] > committed
+        assert [s.id for s in rig.reg.valid_servers(rig.cid, now)] == ["s1"]
+
+        # Two replicas: the failed one is dropped and the lease goes on with the other.
+        rig.register("s2", rig.map_version(), now)
+        cs.versions["s2"] = rig.map_version()
+        before = rig.map_version()
+        await rig.keeper.write_lease(rig.cid, failed="s1", failed_version=before)
+        assert [s.id for s in rig.reg.valid_servers(rig.cid, now)] == ["s2"]
+        assert cs.versions == {"s1": before, "s2": rig.map_version()}
+
+    trio.run(main)
+
+
 def test_a_new_leader_makes_every_chunkserver_register_again() -> None:
     """What a leader knew of a server's replicas from an earlier term may be out of date:
     its heartbeats are refused until it registered again, and the warm-up waits for that."""
