@@ -368,8 +368,8 @@ class Vfs:
         write right now (all restarting or cut off; their version still being settled after
         a leader change), ask again as a read waits for a replica: for up to ``io_retry``,
         then the error (EIO).  A full disk (NoSpace) is an answer, not waited out.  The
-        failed replica is reported with the first request only: the leader dropped it then,
-        and it may be back (registered again) by the next one."""
+        failed replica is reported with the first request only: the leader acted on it then,
+        and the replica may be back by the next one."""
         patience = _Patience(self.io_retry)
         while True:
             try:
@@ -687,10 +687,8 @@ class Vfs:
             attr = await self.meta.lookup(parent, name)
             if stat.S_ISDIR(attr.mode):
                 raise IsADirectory() from None
-            try:
+            with _named(attr.ino):
                 attr = await self._hold(attr.ino)
-            except NotFound:
-                raise StaleHandle(f"inode {attr.ino} no longer exists") from None
         return self._attach(attr, flags).fh, attr
 
     def _handle(self, fh: int) -> FileHandle:
