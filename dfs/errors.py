@@ -187,6 +187,15 @@ class IOFailure(FsError):
 
 
 @_register
+class DataLost(FsError):
+    """Bytes a writer stored but had not committed are gone: their chunk was lost with every
+    replica and dropped from its file (``dfs.metaserver.chunks``, ``drop_unheld``).  EIO at
+    the FUSE boundary; not an IOFailure, so nobody waits for it to pass."""
+
+    code = "data_lost"
+
+
+@_register
 class SessionExpired(FsError):
     """The client's metadata session is gone (expired or closed); its unanswered commands
     can no longer be deduplicated.  EIO if it reaches the FUSE boundary."""

@@ -56,6 +56,7 @@ ERRNO: dict[type[E.DfsError], int] = {
     E.Deadlock: errno.EDEADLK,
     E.Interrupted: errno.EINTR,
     E.IOFailure: errno.EIO,
+    E.DataLost: errno.EIO,
     E.SessionExpired: errno.EIO,
     E.StaleRequest: errno.EIO,
 }

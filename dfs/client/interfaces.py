@@ -197,9 +197,12 @@ class MetaClient(Protocol):
         failed: str | None = None,
         version: int | None = None,
         code: str | None = None,
+        chunk_id: int | None = None,
     ) -> ChunkRef:
         """The chunk at ``index`` for writing (allocated when absent), under a write lease.
-        ``failed``/``version``/``code``: a replica failed an update at ``version``."""
+        ``failed``/``version``/``code``: a replica failed an update at ``version``.
+        ``chunk_id``: the caller has unsynced data in that chunk; ``DataLost`` if it was
+        dropped as lost."""
         ...
 
     async def commit_write(

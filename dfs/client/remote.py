@@ -469,8 +469,11 @@ class RpcMetaClient:
         failed: str | None = None,
         version: int | None = None,
         code: str | None = None,
+        chunk_id: int | None = None,
     ) -> ChunkRef:
         params: dict[str, Any] = {"ino": ino, "index": index}
+        if chunk_id is not None:
+            params["chunk_id"] = chunk_id
         if version is not None:
             params["version"] = version
             if failed is not None:

@@ -37,6 +37,7 @@ from dfs.client.interfaces import (
 from dfs.errors import (
     BadRequest,
     ChunkNotFound,
+    DataLost,
     DfsError,
     Exists,
     FileTooLarge,
@@ -363,19 +364,36 @@ class Vfs:
         failed: str | None = None,
         version: int | None = None,
         code: str | None = None,
+        st: FileState | None = None,
     ) -> ChunkRef:
         """``meta.alloc_chunk``: the chunk under a write lease.  When no replica can take the
         write right now (all restarting or cut off; their version still being settled after
         a leader change), ask again as a read waits for a replica: for up to ``io_retry``,
         then the error (EIO).  A full disk (NoSpace) is an answer, not waited out.  The
         failed replica is reported with the first request only: the leader acted on it then,
-        and the replica may be back by the next one."""
+        and the replica may be back by the next one.
+
+        With ``st``, the chunk holding the file's unsynced data at ``index`` is named: if
+        the leader dropped it as lost (held by no server, never committed), DataLost, once
+        (the loss is forgotten then, as a write-back error is reported to one fsync)."""
+        pending = st.unsynced.get(index) if st is not None else None
         patience = _Patience(self.io_retry)
         while True:
             try:
                 return await self.meta.alloc_chunk(
-                    ino, index, failed=failed, version=version, code=code
+                    ino,
+                    index,
+                    failed=failed,
+                    version=version,
+                    code=code,
+                    chunk_id=pending.chunk_id if pending is not None else None,
                 )
+            except DataLost:
+                if st is not None:
+                    st.unsynced.pop(index, None)
+                    st.chunks.pop(index, None)
+                    st.leases.pop(index, None)
+                raise
             except IOFailure as exc:
                 wait = patience.next_wait()
                 if wait is None:
@@ -423,6 +441,7 @@ class Vfs:
                     failed=failed if isinstance(failed, str) else None,
                     version=chunk.version,
                     code=exc.code,
+                    st=st,
                 )
                 if st is not None:
                     self._remember_lease(st, chunk)
@@ -819,7 +838,7 @@ class Vfs:
         held = st.leases.get(index)
         if held is not None and trio.current_time() < held[1]:
             return held[0]
-        chunk = await self._alloc(st.ino, index)
+        chunk = await self._alloc(st.ino, index, st=st)
         self._remember_lease(st, chunk)
         return chunk
 
@@ -875,7 +894,7 @@ class Vfs:
             todo = list(st.unsynced.values())
             async with _parallel() as nursery:
                 for chunk in todo:
-                    nursery.start_soon(self._sync_chunk, st.ino, chunk)
+                    nursery.start_soon(self._sync_chunk, st.ino, chunk, st)
             for chunk in todo:
                 st.unsynced.pop(chunk.index, None)
         if st.size_dirty or st.written:
@@ -920,9 +939,9 @@ class Vfs:
         except trio.WouldBlock:
             await self._io_limit.acquire()
 
-    async def _sync_chunk(self, ino: InodeId, chunk: ChunkRef) -> None:
+    async def _sync_chunk(self, ino: InodeId, chunk: ChunkRef, st: FileState | None = None) -> None:
         async with self._io_limit:
-            await self._on_replicas(ino, chunk, self.chunks.sync)
+            await self._on_replicas(ino, chunk, self.chunks.sync, st)
 
     async def read(self, fh: int, offset: int, size: int) -> bytes:
         st = self._handle(fh).state

@@ -93,6 +93,8 @@ class Plan:
     deletes: list[tuple[ChunkId, str, str]] = field(default_factory=list)
     #: (chunk, server, from version, to version): set an ahead replica back.
     undo: list[tuple[ChunkId, str, int, int]] = field(default_factory=list)
+    #: Uncommitted chunks no server holds at any version (see ``ChunkKeeper.drop_unheld``).
+    unheld: list[ChunkId] = field(default_factory=list)
 
 
 def plan(
@@ -146,7 +148,14 @@ def plan(
                 out.undo.append((cid, sid, v, version))
                 keep = True
         if not everywhere:
-            if not keep:
+            if keep:
+                continue
+            if ns.is_uncommitted(cid) and not _anywhere(registry, cid):
+                # No server holds it at any version, and no acknowledged byte is in it: the
+                # keeper drops it from its file once every chunkserver has registered (it
+                # stays a suspect until then).
+                out.unheld.append(cid)
+            else:
                 done.append(cid)  # missing: nothing to copy from until a holder registers
             continue
         if len(valid) < goal:
@@ -172,6 +181,16 @@ def plan(
         if job is not None:
             out.copies.append(job)
     return out
+
+
+def _anywhere(registry: Registry, cid: ChunkId) -> bool:
+    """Whether any server, live or not, is known to hold the chunk at any version."""
+    return bool(
+        registry.locations.get(cid)
+        or registry.stale.get(cid)
+        or registry.ahead.get(cid)
+        or registry.bad.get(cid)
+    )
 
 
 def _clean(registry: Registry, cid: ChunkId, out: Plan) -> None:
@@ -257,7 +276,16 @@ class ChunkKeeper:
         self._holders: dict[ChunkId, set[object]] = {}
         #: Leases released by all their holders since the last pass.
         self._released: set[ChunkId] = set()
-        self.stats = {"copies": 0, "copy_failures": 0, "deletes": 0, "bumps": 0, "recoveries": 0}
+        #: Unheld uncommitted chunks being dropped (``drop_unheld``).
+        self._dropping: set[ChunkId] = set()
+        self.stats = {
+            "copies": 0,
+            "copy_failures": 0,
+            "deletes": 0,
+            "bumps": 0,
+            "recoveries": 0,
+            "unheld_dropped": 0,
+        }
 
     # ------------------------------------------------------------------ leases
     def next_version(self) -> int:
@@ -582,6 +610,63 @@ class ChunkKeeper:
         for job in p.copies:
             self._copying.add(job.chunk_id)
             nursery.start_soon(self._copy, job, limiter)
+        if p.unheld:
+            self.drop_unheld(nursery, p.unheld, now)
+
+    def drop_unheld(self, nursery: trio.Nursery, cids: list[ChunkId], now: float) -> None:
+        """Uncommitted chunks that no chunkserver holds at any version leave their files (a
+        write that failed before any server stored it, e.g. its chain broke at the first
+        server: otherwise every later lease finds no replica and fsck a missing chunk).
+        Only once every chunkserver the cluster knows is alive and has registered with this
+        leader (one that has not might hold it), and never under a lease.  Their bytes read
+        as zeros; a writer that still had unsynced data there learns it is gone
+        (``alloc_chunk`` answers ``DataLost``)."""
+        since = self._leader_since()
+        if since is None or self.registry.missing_known(now, since):
+            return
+        for cid in cids:
+            if (
+                cid in self._dropping
+                or cid in self._holders
+                or self.lease_active(cid, now)
+                or self.granting(cid)
+            ):
+                continue
+            self._dropping.add(cid)
+            nursery.start_soon(self._drop_one, cid)
+
+    async def _drop_one(self, cid: ChunkId) -> None:
+        try:
+            async with self._grant_lock(cid):  # no lease starts meanwhile
+                info = self.ns.chunk_info(cid)
+                now = trio.current_time()
+                if (
+                    info is None
+                    or not self.ns.is_uncommitted(cid)
+                    or self.lease_active(cid, now)
+                    or _anywhere(self.registry, cid)
+                ):
+                    return
+                r = await self._propose(
+                    "drop_lost_chunk",
+                    ino=info[0],
+                    index=info[1],
+                    chunk_id=cid,
+                    uncommitted=True,
+                )
+            if r["dropped"]:
+                self.stats["unheld_dropped"] += 1
+                logger.warning(
+                    "chunk %d (index %d of inode %d): allocated, never committed and held by "
+                    "no chunkserver; dropped from its file",
+                    cid,
+                    info[1],
+                    info[0],
+                )
+        except DfsError as exc:
+            logger.warning("chunk %d: could not drop the unheld chunk: %s", cid, exc)
+        finally:
+            self._dropping.discard(cid)
 
     async def _undo(self, cid: ChunkId, sid: str, old: int, new: int) -> None:
         info = self.registry.servers.get(sid)
@@ -650,6 +735,7 @@ class ChunkKeeper:
             del self.registry.leases[cid]
             self._mine.pop(cid, None)
             self._holders.pop(cid, None)
+            self.registry.suspects.add(cid)  # its replicas may be short of the goal, or none
             nursery.start_soon(self._check_replicas_agree, cid)
 
     async def _check_replicas_agree(self, cid: ChunkId) -> None:

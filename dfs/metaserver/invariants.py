@@ -130,4 +130,8 @@ def _check_chunks(ns: Namespace) -> list[str]:
     for cid, (_ino, _index, version) in ns.chunks.items():
         if not 1 <= cid < ns.next_chunk_id or version < 1:
             problems.append(f"I8: chunk {cid} version {version} next_chunk_id {ns.next_chunk_id}")
+    for ino, cids in ns.uncommitted.items():
+        for cid in cids:
+            if ns.chunks.get(cid, (None,))[0] != ino:
+                problems.append(f"I8: uncommitted chunk {cid} of inode {ino} is not its chunk")
     return problems

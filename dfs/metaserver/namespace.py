@@ -45,6 +45,14 @@ Schema (the snapshot, msgpack map ``format == 2``)
   replica locations.
 * ``flags`` (format 5): ``[[name, value], ...]`` sorted, cluster-wide operator switches
   (``set_flag``); ``replication_paused`` (1: the replicator makes no copies or deletions).
+* ``uncommitted`` (format 5, optional): ``[[ino, [chunk_id, ...]], ...]`` sorted, the chunks
+  allocated since their file's last ``commit_write``.  No acknowledged byte is in such a
+  chunk (a writer stores its data, then commits), so one that no chunkserver holds may leave
+  its file (``drop_lost_chunk`` with ``uncommitted``): a write that failed before storing
+  anything leaves no missing chunk behind.  Absent (older snapshots): none.
+* ``dropped`` (format 5, optional): ``[[chunk_id, ino], ...]`` oldest first, the last
+  ``DROPPED_KEEP`` chunks dropped that way, so that a writer whose unsynced data was in one
+  learns it is gone (``alloc_chunk`` with ``chunk_id`` answers ``DataLost``).
 
 Exactly-once: a command with a ``session`` key runs through ``SessionTable.run``, which
 applies it once and answers retries with the remembered outcome.
@@ -65,7 +73,8 @@ I7. Only directories have ``entries``/``parent``, only symlinks a ``target`` (an
     ``size`` is its length), only regular files ``chunks``.
 I8. The chunk map is the exact inverse of the files' chunk tables: ``chunks[cid] ==
     (ino, index, version)`` iff inode ``ino`` maps ``index`` to ``cid``; every chunk id is in
-    ``[1, next_chunk_id)`` and every version is >= 1.
+    ``[1, next_chunk_id)`` and every version is >= 1.  Every uncommitted chunk of a file is
+    one of its chunks.
 I9. The maintained counters (files, directories) equal the counts of those inode types.
 """
 
@@ -106,6 +115,8 @@ _READABLE_FORMATS = (1, 2, 3, 4, 5)
 CS_MODES = ("normal", "decommission", "maintenance", "removed")
 #: Operator switches of ``set_flag``.
 FLAGS = ("replication_paused",)
+#: How many dropped uncommitted chunks the namespace remembers (see the schema).
+DROPPED_KEEP = 4096
 NAME_MAX = 255
 PATH_MAX = 4096
 #: Link count limit (ext4's value); also bounds a directory's subdirectory count.
@@ -190,6 +201,10 @@ class Namespace:
         #: Regular file -> sessions holding it open, and the inverse (see the schema).
         self.holds: dict[InodeId, set[int]] = {}
         self.held_by: dict[int, set[InodeId]] = {}
+        #: Regular file -> chunks allocated since its last commit_write (see the schema).
+        self.uncommitted: dict[InodeId, set[ChunkId]] = {}
+        #: Recently dropped uncommitted chunks -> their file, oldest first (see the schema).
+        self.dropped: dict[ChunkId, InodeId] = {}
         self._ops: dict[str, Callable[[dict[str, Any]], Any]] = {
             "init": self._op_init,
             "noop": self._op_noop,
@@ -295,6 +310,12 @@ class Namespace:
     def chunk_info(self, chunk_id: int) -> tuple[InodeId, int, ChunkVersion] | None:
         return self.chunks.get(ChunkId(chunk_id))
 
+    def is_uncommitted(self, chunk_id: int) -> bool:
+        """Whether the chunk was allocated after its file's last ``commit_write`` (no
+        acknowledged byte is in it)."""
+        info = self.chunks.get(ChunkId(chunk_id))
+        return info is not None and ChunkId(chunk_id) in self.uncommitted.get(info[0], ())
+
     def counts(self) -> dict[str, int]:
         return {
             "inodes": len(self.inodes),
@@ -320,6 +341,8 @@ class Namespace:
             "cs_modes": [[i, *self.cs_modes[i]] for i in sorted(self.cs_modes)],
             "flags": [[k, self.flags[k]] for k in sorted(self.flags)],
             "chunkservers": sorted(self.chunkservers),
+            "uncommitted": [[i, sorted(self.uncommitted[i])] for i in sorted(self.uncommitted)],
+            "dropped": [[c, i] for c, i in self.dropped.items()],
         }
         return msgpack.packb(data, use_bin_type=True)
 
@@ -350,6 +373,13 @@ class Namespace:
                 raise SnapshotCorrupt(f"unknown chunkserver mode in {cs_modes!r}")
             flags = {str(k): int(v) for k, v in data.get("flags", [])}
             known_cs = {str(x) for x in data.get("chunkservers", [])}
+            uncommitted: dict[InodeId, set[ChunkId]] = {}
+            for i, cids in data.get("uncommitted", []):
+                # Only chunks their file still maps (anything else is meaningless here).
+                mine = {ChunkId(int(c)) for c in cids if chunks.get(ChunkId(int(c)), (0,))[0] == i}
+                if mine:
+                    uncommitted[InodeId(int(i))] = mine
+            dropped = {ChunkId(int(c)): InodeId(int(i)) for c, i in data.get("dropped", [])}
         except SnapshotCorrupt:
             raise
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
@@ -374,6 +404,8 @@ class Namespace:
         self.chunkservers = known_cs
         self.locks = locks
         self.holds, self.held_by = fresh.holds, fresh.held_by
+        self.uncommitted = uncommitted
+        self.dropped = dropped
 
     # ------------------------------------------------------------------ helpers
     def _get(self, ino: int) -> Inode:
@@ -399,6 +431,14 @@ class Namespace:
     def _chunk_desc(self, cid: ChunkId) -> dict[str, Any]:
         _ino, index, version = self.chunks[cid]
         return {"index": index, "chunk_id": cid, "version": version}
+
+    def _committed(self, ino: InodeId, cid: ChunkId) -> None:
+        """``cid`` is no longer an uncommitted chunk of ``ino`` (it left the file)."""
+        mine = self.uncommitted.get(ino)
+        if mine is not None:
+            mine.discard(cid)
+            if not mine:
+                del self.uncommitted[ino]
 
     @staticmethod
     def _touch(node: Inode, now: int) -> None:
@@ -514,6 +554,7 @@ class Namespace:
             return
         del self.inodes[node.ino]
         self.locks.inode_gone(node.ino)
+        self.uncommitted.pop(node.ino, None)
         if node.is_dir:
             self.n_dirs -= 1
         elif node.is_reg:
@@ -555,19 +596,31 @@ class Namespace:
         return repair(self, int(c["now_ns"]))
 
     def _op_drop_lost_chunk(self, c: dict[str, Any]) -> dict[str, Any]:
-        """``{ino, index, chunk_id}``: ``dfs fsck --repair --zero-fill``: a chunk with no
-        valid replica left leaves its file, whose bytes there read as zeros from now on.
-        A no-op unless the file still maps ``index`` to ``chunk_id``."""
+        """``{ino, index, chunk_id, [uncommitted]}``: a chunk with no valid replica left
+        leaves its file, whose bytes there read as zeros from now on: ``dfs fsck --repair
+        --zero-fill``, or (``uncommitted``) the leader, for a chunk allocated since the file's
+        last commit that no chunkserver holds (see the schema); that drop changes no time
+        stamp, as no byte a reader could have seen changes.  A no-op unless the file still
+        maps ``index`` to ``chunk_id`` (and, with ``uncommitted``, nothing committed since)."""
         node = self.inodes.get(InodeId(int(c["ino"])))
         index, cid = int(c["index"]), ChunkId(int(c["chunk_id"]))
         if node is None or not node.chunks or node.chunks.get(index) != cid:
+            return {"dropped": False}
+        uncommitted = bool(c.get("uncommitted"))
+        if uncommitted and not self.is_uncommitted(cid):
             return {"dropped": False}
         del node.chunks[index]
         if not node.chunks:
             node.chunks = None
         del self.chunks[cid]
         self._freed.append(cid)
-        node.ctime_ns = c["now_ns"]
+        self._committed(node.ino, cid)
+        if uncommitted:
+            self.dropped[cid] = node.ino
+            while len(self.dropped) > DROPPED_KEEP:
+                del self.dropped[next(iter(self.dropped))]
+        else:
+            node.ctime_ns = c["now_ns"]
         return {"dropped": True}
 
     def _op_noop(self, c: dict[str, Any]) -> None:
@@ -903,6 +956,7 @@ class Namespace:
             cid = node.chunks.pop(index)
             del self.chunks[cid]
             self._freed.append(cid)
+            self._committed(node.ino, cid)
         if not node.chunks:
             node.chunks = None
         partial = size % CHUNK_SIZE
@@ -1025,6 +1079,7 @@ class Namespace:
             node.chunks = {}
         node.chunks[index] = cid
         self.chunks[cid] = (node.ino, index, ChunkVersion(1))
+        self.uncommitted.setdefault(node.ino, set()).add(cid)
         return {**self._chunk_desc(cid), "created": True}
 
     def _op_close_session(self, c: dict[str, Any]) -> None:
@@ -1108,6 +1163,9 @@ class Namespace:
             raise FileTooLarge(f"size {size} exceeds {MAX_FILE_SIZE}")
         now = c["now_ns"]
         node.size = max(node.size, size)
+        # The writer stored its data before committing: its chunks may hold acknowledged
+        # bytes from now on (another writer's chunks too, which only errs on the safe side).
+        self.uncommitted.pop(node.ino, None)
         mtime = c.get("mtime_ns", TIME_NOW)
         node.mtime_ns = now if mtime is None or mtime == TIME_NOW else int(mtime)
         node.ctime_ns = now
@@ -1142,6 +1200,7 @@ class Namespace:
                 cid = node.chunks.pop(index)
                 del self.chunks[cid]
                 self._freed.append(cid)
+                self._committed(node.ino, cid)
             if not node.chunks:
                 node.chunks = None
         now = c["now_ns"]

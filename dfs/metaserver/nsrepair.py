@@ -157,6 +157,12 @@ def repair(ns: Namespace, now_ns: int) -> list[str]:
         if maybe is not None and not maybe.is_dir and maybe.nlink == 0 and ino not in ns.holds:
             ns._free(maybe)
             done.append(f"inode {ino}: no name and not open: freed")
+    # Uncommitted chunks that left their files.
+    for ino, cids in list(ns.uncommitted.items()):
+        for cid in sorted(cids):
+            if ns.chunks.get(cid, (None,))[0] != ino:
+                ns._committed(ino, cid)
+                done.append(f"inode {ino}: forgot uncommitted chunk {cid} (not its chunk)")
     return done
 
 

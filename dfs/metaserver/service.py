@@ -19,6 +19,7 @@ import trio
 
 from dfs.errors import (
     BadRequest,
+    DataLost,
     DfsError,
     InvalidArgument,
     IOFailure,
@@ -526,11 +527,20 @@ class MetaService:
         """The chunk at ``index`` ready for writing: allocated when absent, else under a write
         lease (``dfs.metaserver.chunks``).  ``failed`` (a server id), ``version`` and ``code``
         report a replica that failed a write at that version: it is dropped and the version
-        bumped on the others.  The answer carries ``lease`` (seconds it lasts)."""
+        bumped on the others.  ``chunk_id``: the writer has unsynced data in that chunk; if
+        the leader dropped it (``ChunkKeeper.drop_unheld``), ``DataLost``.  The answer
+        carries ``lease`` (seconds it lasts)."""
         await self._read()
         await self._wait_registry_warm()
         p = Params(params)
         ino, index = p.int("ino", min=1), p.int("index", min=0)
+        if "chunk_id" in p:
+            had = ChunkId(p.int("chunk_id", min=1, max=_U64))
+            if had in self.ns.dropped:
+                raise DataLost(
+                    f"chunk {had} (index {index} of inode {ino}) was lost with every replica "
+                    "before a write to it was committed"
+                )
         existing = self.ns.file_chunks(ino, index, 1)  # also checks ino is a regular file
         if existing:
             cid = existing[0]["chunk_id"]

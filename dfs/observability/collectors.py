@@ -176,6 +176,11 @@ def leader_families(service: MetaService) -> list[Family]:
             "Surplus, stale or corrupt replicas deleted",
             keeper.stats["deletes"],
         ),
+        counter(
+            "dfs_unheld_chunks_dropped_total",
+            "Chunks of failed first writes (never committed, held by no server) dropped",
+            keeper.stats["unheld_dropped"],
+        ),
     ]
 
 

@@ -16,6 +16,7 @@ from dfs.client.interfaces import ChunkClient, ChunkRef, Cred, SetAttr
 from dfs.client.vfs import Vfs
 from dfs.errors import (
     ChunkNotFound,
+    DataLost,
     Exists,
     FileTooLarge,
     IOFailure,
@@ -235,6 +236,44 @@ async def test_a_write_waits_for_a_replica_that_can_take_it(tmp_path: Path) -> N
         with pytest.raises(IOFailure):
             await vfs.release(fh, sync=True)
         assert 1_000 - away[0] < 10  # gave up after ~1 s, a handful of tries
+
+
+async def test_unsynced_data_in_a_chunk_dropped_as_lost_fails_one_fsync(tmp_path: Path) -> None:
+    """The leader drops an uncommitted chunk that no chunkserver holds (``drop_unheld``).
+    A writer whose written but unsynced bytes were in it must not see its fsync succeed on a
+    fresh chunk: it names the chunk when it asks for a lease again, gets DataLost (EIO),
+    once, and the file goes on working."""
+    async with inprocess_cluster(tmp_path) as cluster:
+        vfs = cluster.vfs
+        assert vfs is not None
+        data = os.urandom(100_000)
+        fh, ino = await create_file(vfs, b"w", data)
+        await vfs.flush(fh, sync=False)  # on the chunkservers, not fdatasynced
+        (written,) = await vfs.meta.file_chunks(ino, 0, 1)
+        real_alloc, real_sync = vfs.meta.alloc_chunk, vfs.chunks.sync
+        named: list[int | None] = []
+
+        async def alloc_chunk(ino: InodeId, index: int, **kw: Any) -> ChunkRef:
+            named.append(kw.get("chunk_id"))
+            if kw.get("chunk_id") == written.chunk_id:
+                raise DataLost(f"chunk {written.chunk_id} was lost with every replica")
+            return await real_alloc(ino, index, **kw)
+
+        async def sync(chunk: ChunkRef) -> None:
+            if chunk.chunk_id == written.chunk_id and not named:
+                raise ChunkNotFound("no such chunk", failed="cs1")
+            await real_sync(chunk)
+
+        vfs.meta.alloc_chunk = alloc_chunk  # type: ignore[method-assign]
+        vfs.chunks.sync = sync  # type: ignore[method-assign]
+        with pytest.raises(DataLost):
+            await vfs.flush(fh, sync=True)
+        assert named == [written.chunk_id]
+        # Reported once; later writes and fsyncs work.
+        await vfs.flush(fh, sync=True)
+        await vfs.write(fh, 0, b"again")
+        await vfs.release(fh, sync=True)
+        assert (await read_all(vfs, ino, 5)) == b"again"
 
 
 async def test_corrupt_replica_is_skipped_and_reported(tmp_path: Path) -> None:
