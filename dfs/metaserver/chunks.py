@@ -47,6 +47,7 @@ from typing import Any
 import trio
 
 from dfs.errors import (
+    ChunkNotFound,
     DfsError,
     FsError,
     IOFailure,
@@ -706,6 +707,14 @@ class ChunkKeeper:
             logger.warning(
                 "chunk %d: copy %s -> %s failed: %s", cid, job.source.id, job.target.id, exc
             )
+            if isinstance(exc, ChunkNotFound) and exc.details.get("failed") == job.source.id:
+                # The map placed it there, but the source has no such chunk (a new chunk's
+                # file appears at its first write, and that write never arrived): it is no
+                # replica.  Its next registration says otherwise if it ever holds it.
+                logger.warning(
+                    "chunk %d: %s does not hold it; forgetting that replica", cid, job.source.id
+                )
+                self.registry.drop_replica(cid, job.source.id)
         finally:
             self._copying.discard(cid)
             self.registry.suspects.add(cid)

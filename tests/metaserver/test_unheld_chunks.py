@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import trio
 
+from dfs.errors import ChunkNotFound
 from dfs.metaserver.chunks import ChunkKeeper, plan
 from dfs.metaserver.namespace import DROPPED_KEEP, Namespace
 from dfs.metaserver.registry import Registry
@@ -213,3 +214,42 @@ def test_a_stale_or_corrupt_copy_counts_as_held() -> None:
     rig.reg.suspects.add(rig.cid)
     p = plan(rig.reg, now, busy=set(), max_copies=4)
     assert p.unheld == [rig.cid]
+
+
+class NoSuchChunk:
+    """Chunkservers that hold no chunk at all: every copy fails at its source."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    async def call(self, address: str, method: str, params: dict[str, Any], **_: Any) -> Any:
+        self.calls.append((address, method))
+        assert method == "chunk.replicate", method
+        source = params["source"]["id"]
+        raise ChunkNotFound(f"replica {source}: no chunk {params['chunk_id']}", failed=source)
+
+
+def test_a_placed_replica_whose_file_never_appeared_is_forgotten_when_a_copy_finds_it_absent() -> (
+    None
+):
+    """The same failed first write, but the server the chunk was placed on came back without
+    registering again (it was only paused): the map still places the chunk there.  The
+    replicator's copy from it finds nothing; that replica is forgotten, and the chunk, held
+    by nobody and uncommitted, leaves its file."""
+
+    async def main() -> None:
+        rig = Rig()
+        servers = NoSuchChunk()
+        rig.keeper._pool = servers  # type: ignore[assignment]
+        now = trio.current_time()
+        for sid in ("s1", "s2"):
+            rig.register(sid, [], now)
+        rig.reg.add_replicas(rig.cid, ["s1"])
+        for _ in range(3):
+            await rig.pass_()
+        assert [m for _a, m in servers.calls] == ["chunk.replicate"]
+        assert rig.keeper.stats["copy_failures"] == 1
+        assert rig.proposed == ["drop_lost_chunk"]
+        assert rig.d.ns.chunk_info(rig.cid) is None
+
+    trio.run(main)
