@@ -68,6 +68,9 @@ logger = logging.getLogger(__name__)
 CONTROL_TIMEOUT = 5.0
 #: Seconds between two passes of the replicator.
 PASS_INTERVAL = 0.5
+#: Why a replica above the goal is deleted (``Plan.deletes``); the keeper confirms the
+#: replicas that stay before it deletes one (``ChunkKeeper._trim``).
+SURPLUS = "over goal"
 
 Propose = Callable[..., Awaitable[Any]]
 
@@ -166,7 +169,7 @@ def plan(
             # Surplus: remove from the fullest servers (most used share first).
             victims = sorted(live, key=lambda s: (s.free / max(s.capacity, 1), s.id))
             for s in victims[: len(live) - goal]:
-                out.deletes.append((cid, s.id, "over goal"))
+                out.deletes.append((cid, s.id, SURPLUS))
         if len(live) >= goal:
             _clean(registry, cid, out)
         if not keep:
@@ -602,10 +605,17 @@ class ChunkKeeper:
         busy = self._copying | {c for c in reg.leases if self.lease_active(c, now)}
         free_slots = int(limiter.available_tokens)
         p = plan(reg, now, busy=busy, max_copies=free_slots)
+        surplus: dict[ChunkId, list[str]] = {}
         for cid, sid, why in p.deletes:
+            if why == SURPLUS:
+                surplus.setdefault(cid, []).append(sid)
+                continue
             logger.info("chunk %d: deleting the replica on %s (%s)", cid, sid, why)
             reg.remove_replica(cid, sid)
             self.stats["deletes"] += 1
+        for cid, victims in surplus.items():
+            self._copying.add(cid)  # busy: not planned again while the trim runs
+            nursery.start_soon(self._trim, cid, victims)
         for cid, sid, old, new in p.undo:
             nursery.start_soon(self._undo, cid, sid, old, new)
         for job in p.copies:
@@ -668,6 +678,77 @@ class ChunkKeeper:
             logger.warning("chunk %d: could not drop the unheld chunk: %s", cid, exc)
         finally:
             self._dropping.discard(cid)
+
+    async def _trim(self, cid: ChunkId, victims: list[str]) -> None:
+        """Delete surplus replicas, but only once the replicas that stay have confirmed
+        (``chunk.info``) that they hold the chunk at its version, at least ``goal`` of them.
+        A location the map believes in may be no replica at all (a copy deleted under an
+        earlier leader, a first write that never arrived): trimming a real replica because
+        of it would lose the chunk.  One found absent is forgotten."""
+        try:
+            async with self._grant_lock(cid):  # no lease starts meanwhile
+                info = self.ns.chunk_info(cid)
+                now = trio.current_time()
+                if info is None or self.lease_active(cid, now):
+                    return
+                version = int(info[2])
+                goal = self.ns.inodes[InodeId(info[0])].goal
+                stay = [s for s in self.registry.valid_servers(cid, now) if s.id not in victims]
+                answers = await self._chunk_infos(cid, stay)
+                confirmed = []
+                for server in stay:
+                    answer = answers.get(server.id)
+                    if isinstance(answer, ChunkNotFound):
+                        logger.warning(
+                            "chunk %d: %s does not hold it; forgetting that replica", cid, server.id
+                        )
+                        self.registry.drop_replica(cid, server.id)
+                    elif isinstance(answer, dict):
+                        if int(answer["version"]) == version:
+                            confirmed.append(server.id)
+                        else:
+                            self.registry.note_version(cid, server.id, int(answer["version"]))
+                cur = self.ns.chunk_info(cid)
+                if len(confirmed) < goal or cur is None or cur[2] != version:
+                    logger.info(
+                        "chunk %d: not trimming %s: only %s confirmed the replica (goal %d)",
+                        cid,
+                        victims,
+                        confirmed,
+                        goal,
+                    )
+                    return
+                for sid in victims:
+                    if sid in self.registry.locations.get(cid, ()):
+                        logger.info("chunk %d: deleting the replica on %s (%s)", cid, sid, SURPLUS)
+                        self.registry.remove_replica(cid, sid)
+                        self.stats["deletes"] += 1
+        finally:
+            self._copying.discard(cid)
+
+    async def _chunk_infos(
+        self, cid: ChunkId, servers: list[ChunkserverInfo]
+    ) -> dict[str, dict[str, Any] | DfsError]:
+        """``chunk.info`` on each server in parallel: its answer or its error, by id."""
+        pool = self._require_pool()
+        out: dict[str, dict[str, Any] | DfsError] = {}
+
+        async def ask(server: ChunkserverInfo) -> None:
+            try:
+                out[server.id] = await pool.call(
+                    server.address,
+                    "chunk.info",
+                    {"chunk_id": cid},
+                    timeout=CONTROL_TIMEOUT,
+                    fail_fast=True,
+                )
+            except DfsError as exc:
+                out[server.id] = exc
+
+        async with trio.open_nursery() as nursery:
+            for server in servers:
+                nursery.start_soon(ask, server)
+        return out
 
     async def _undo(self, cid: ChunkId, sid: str, old: int, new: int) -> None:
         info = self.registry.servers.get(sid)
@@ -757,27 +838,12 @@ class ChunkKeeper:
             live = self.registry.valid_servers(cid, trio.current_time())
             if len(live) < 2:
                 return
-            pool = self._require_pool()
             seen: dict[str, tuple[int, int]] = {}
-
-            async def ask(server: ChunkserverInfo) -> None:
-                try:
-                    r = await pool.call(
-                        server.address,
-                        "chunk.info",
-                        {"chunk_id": cid},
-                        timeout=CONTROL_TIMEOUT,
-                        fail_fast=True,
-                    )
-                except DfsError as exc:
-                    logger.info("chunk %d: no digest from %s: %s", cid, server.id, exc)
-                    return
-                if int(r["version"]) == version:
-                    seen[server.id] = (int(r["length"]), int(r["digest"]))
-
-            async with trio.open_nursery() as nursery:
-                for s in live:
-                    nursery.start_soon(ask, s)
+            for sid, r in (await self._chunk_infos(cid, live)).items():
+                if isinstance(r, DfsError):
+                    logger.info("chunk %d: no digest from %s: %s", cid, sid, r)
+                elif int(r["version"]) == version:
+                    seen[sid] = (int(r["length"]), int(r["digest"]))
             if len(set(seen.values())) <= 1:
                 return
             # Longest first, then the lowest id: a deterministic authority.

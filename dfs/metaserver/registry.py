@@ -196,10 +196,17 @@ class Registry:
         by another leader), except for chunks being written: a new chunk's file appears only
         at its first write, which may still be on its way when the server registers (every
         server registers again after an election), so a replica under a write lease that the
-        server does not list yet is kept."""
+        server does not list yet is kept.  Only under a lease that has not run out by this
+        node's clock: a member keeps the leases it applied for ten lease periods (in case it
+        becomes leader), and keeping every unlisted replica of those would bring back copies
+        deleted long ago, which then count toward the goal and get real replicas trimmed."""
         chunks = list(chunks)
         listed = {ChunkId(c) for c, _v in chunks}
-        kept = {c for c in self._held.get(server_id, ()) if c not in listed and c in self.leases}
+        kept = {
+            c
+            for c in self._held.get(server_id, ())
+            if c not in listed and self.leases.get(c, float("-inf")) > now
+        }
         seen_orphans = self.orphans.get(server_id, {})
         self._forget_server_replicas(server_id)
         for cid in kept:
