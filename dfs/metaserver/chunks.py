@@ -699,10 +699,7 @@ class ChunkKeeper:
                 for server in stay:
                     answer = answers.get(server.id)
                     if isinstance(answer, ChunkNotFound):
-                        logger.warning(
-                            "chunk %d: %s does not hold it; forgetting that replica", cid, server.id
-                        )
-                        self.registry.drop_replica(cid, server.id)
+                        self._not_held(cid, server.id)
                     elif isinstance(answer, dict):
                         if int(answer["version"]) == version:
                             confirmed.append(server.id)
@@ -725,6 +722,14 @@ class ChunkKeeper:
                         self.stats["deletes"] += 1
         finally:
             self._copying.discard(cid)
+
+    def _not_held(self, cid: ChunkId, sid: str) -> None:
+        """The map places the chunk on ``sid`` but that server has no such chunk (a new
+        chunk's file appears at its first write, which may never have arrived; a copy
+        deleted under an earlier leader): it is no replica.  Its next registration says
+        otherwise if it ever holds it."""
+        logger.warning("chunk %d: %s does not hold it; forgetting that replica", cid, sid)
+        self.registry.drop_replica(cid, sid)
 
     async def _chunk_infos(
         self, cid: ChunkId, servers: list[ChunkserverInfo]
@@ -789,13 +794,7 @@ class ChunkKeeper:
                 "chunk %d: copy %s -> %s failed: %s", cid, job.source.id, job.target.id, exc
             )
             if isinstance(exc, ChunkNotFound) and exc.details.get("failed") == job.source.id:
-                # The map placed it there, but the source has no such chunk (a new chunk's
-                # file appears at its first write, and that write never arrived): it is no
-                # replica.  Its next registration says otherwise if it ever holds it.
-                logger.warning(
-                    "chunk %d: %s does not hold it; forgetting that replica", cid, job.source.id
-                )
-                self.registry.drop_replica(cid, job.source.id)
+                self._not_held(cid, job.source.id)
         finally:
             self._copying.discard(cid)
             self.registry.suspects.add(cid)

@@ -22,9 +22,9 @@ import pytest
 import trio
 
 from dfs.errors import ChunkNotFound
-from dfs.metaserver.chunks import ChunkKeeper
 from dfs.metaserver.registry import Registry
 from dfs.types import ChunkId
+from tests.metaserver.keeperutil import leader_keeper, one_pass
 from tests.metaserver.nsutil import ROOT, Driver
 
 pytestmark = pytest.mark.unit
@@ -76,16 +76,7 @@ class Rig:
         self.cid = ChunkId(self.d.do("alloc_chunk", ino=ino, index=0)["chunk_id"])
         self.d.do("commit_write", ino=ino, size=100, mtime_ns=-1)
         self.servers = InfoServers(held)
-        self.keeper = ChunkKeeper(
-            self.reg,
-            node_id="m1",
-            tls=None,
-            propose=self.propose,
-            is_leader=lambda: True,
-            term=lambda: 3,
-            leader_since=lambda: 0.0,
-        )
-        self.keeper._pool = self.servers  # type: ignore[assignment]
+        self.keeper = leader_keeper(self.reg, self.propose, pool=self.servers)
 
     async def propose(self, op: str, **args: Any) -> Any:
         raise AssertionError(f"nothing to propose here, got {op}")
@@ -101,19 +92,22 @@ class Rig:
             now=now,
         )
 
+    def on_three(self) -> None:
+        """s1, s2 (the fullest) and s3 registered, the map placing the chunk on all three."""
+        now = trio.current_time()
+        for sid, free in (("s1", 80), ("s2", 10), ("s3", 50)):
+            self.register(sid, free, now)
+        self.reg.add_replicas(self.cid, ["s1", "s2", "s3"])
+
     async def pass_(self) -> None:
-        async with trio.open_nursery() as nursery:
-            await self.keeper.one_pass(nursery, trio.CapacityLimiter(4))
+        await one_pass(self.keeper)
 
 
 def test_a_surplus_replica_stays_when_a_replica_counted_toward_the_goal_is_a_phantom() -> None:
     async def main() -> None:
         # Real replicas on s2 and s3; the map also places it on s1, which has nothing.
         rig = Rig({"s2": 1, "s3": 1})
-        now = trio.current_time()
-        for sid, free in (("s1", 80), ("s2", 10), ("s3", 50)):
-            rig.register(sid, free, now)
-        rig.reg.add_replicas(rig.cid, ["s1", "s2", "s3"])
+        rig.on_three()
         await rig.pass_()
         # s2 (the fullest) was the victim; s1 and s3 were asked; s1 has no such chunk.
         assert sorted(rig.servers.asked) == ["s1", "s3"]
@@ -130,10 +124,7 @@ def test_a_surplus_replica_stays_when_a_replica_counted_toward_the_goal_is_a_pha
 def test_a_real_surplus_replica_goes_once_the_others_confirmed() -> None:
     async def main() -> None:
         rig = Rig({"s1": 1, "s2": 1, "s3": 1})
-        now = trio.current_time()
-        for sid, free in (("s1", 80), ("s2", 10), ("s3", 50)):
-            rig.register(sid, free, now)
-        rig.reg.add_replicas(rig.cid, ["s1", "s2", "s3"])
+        rig.on_three()
         await rig.pass_()
         assert sorted(rig.servers.asked) == ["s1", "s3"]
         assert rig.reg.locations[rig.cid] == {"s1", "s3"}

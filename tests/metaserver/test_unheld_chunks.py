@@ -18,10 +18,11 @@ import pytest
 import trio
 
 from dfs.errors import ChunkNotFound
-from dfs.metaserver.chunks import ChunkKeeper, plan
+from dfs.metaserver.chunks import plan
 from dfs.metaserver.namespace import DROPPED_KEEP, Namespace
 from dfs.metaserver.registry import Registry
 from dfs.types import ChunkId, InodeId
+from tests.metaserver.keeperutil import leader_keeper, one_pass
 from tests.metaserver.nsutil import ROOT, Driver
 
 pytestmark = pytest.mark.unit
@@ -108,15 +109,7 @@ class Rig:
         self.ino = self.d.create(ROOT, b"f")
         self.cid = ChunkId(self.d.do("alloc_chunk", ino=self.ino, index=0)["chunk_id"])
         self.proposed: list[str] = []
-        self.keeper = ChunkKeeper(
-            self.reg,
-            node_id="m1",
-            tls=None,
-            propose=self.propose,
-            is_leader=lambda: True,
-            term=lambda: 3,
-            leader_since=lambda: 0.0,
-        )
+        self.keeper = leader_keeper(self.reg, self.propose)
 
     async def propose(self, op: str, **args: Any) -> Any:
         self.proposed.append(op)
@@ -134,8 +127,7 @@ class Rig:
         )
 
     async def pass_(self) -> None:
-        async with trio.open_nursery() as nursery:
-            await self.keeper.one_pass(nursery, trio.CapacityLimiter(4))
+        await one_pass(self.keeper)
 
 
 def test_a_chunk_no_server_ever_stored_leaves_its_file_once_every_server_registered() -> None:

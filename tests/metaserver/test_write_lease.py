@@ -14,9 +14,9 @@ import pytest
 import trio
 
 from dfs.errors import NotFound, StaleChunkVersion
-from dfs.metaserver.chunks import ChunkKeeper
 from dfs.metaserver.registry import Registry
 from dfs.types import ChunkId
+from tests.metaserver.keeperutil import leader_keeper
 from tests.metaserver.nsutil import ROOT, Driver
 
 pytestmark = pytest.mark.unit
@@ -53,15 +53,7 @@ class Rig:
         self.term = term
         ino = self.d.create(ROOT, b"f")
         self.cid = ChunkId(self.d.do("alloc_chunk", ino=ino, index=0)["chunk_id"])
-        self.keeper = ChunkKeeper(
-            self.reg,
-            node_id="m1",
-            tls=None,
-            propose=self.propose,
-            is_leader=lambda: True,
-            term=lambda: self.term,
-            leader_since=lambda: 0.0,
-        )
+        self.keeper = leader_keeper(self.reg, self.propose, term=lambda: self.term)
 
     async def propose(self, op: str, **args: Any) -> Any:
         assert op == "set_version"
